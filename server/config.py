@@ -1,0 +1,111 @@
+"""Server settings: one frozen dataclass built from defaults, environment and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LISTEN = "127.0.0.1:3210"
+DEFAULT_DB = "vm-system.db"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:3210`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise ConfigError(
+            f"listen address must look like HOST:PORT, e.g. 127.0.0.1:3210: {value!r}"
+        )
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def normalize_db_url(value: str) -> str:
+    """Turn a plain path or a ``postgresql://`` URL into a SQLAlchemy URL."""
+    if value.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    if "://" in value:
+        return value
+    return "sqlite:///" + str(Path(value).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = DEFAULT_LISTEN
+    db_url: str = field(default_factory=lambda: normalize_db_url(DEFAULT_DB))
+    cache_dir: Path = field(default_factory=lambda: Path(".vm-cache/libraries").resolve())
+    max_body_bytes: int = 1024 * 1024
+    max_sessions: int = 0  # 0 = unlimited
+    idle_timeout_s: float = 0.0  # 0 = sessions never expire
+    token: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    ws_queue_frames: int = 1024
+    ws_heartbeat_s: float = 30.0
+    cancel_grace_s: float = 0.2
+    log_level: str = "INFO"
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``VM_SYSTEM_*`` environment variables, then explicit overrides.
+
+        Overrides whose value is None are ignored, so CLI flags can be passed straight through.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        mapping = {
+            "VM_SYSTEM_LISTEN": ("listen", str),
+            "VM_SYSTEM_DB": ("db_url", normalize_db_url),
+            "VM_SYSTEM_CACHE_DIR": ("cache_dir", lambda v: Path(v).expanduser().resolve()),
+            "VM_SYSTEM_MAX_BODY_BYTES": ("max_body_bytes", int),
+            "VM_SYSTEM_MAX_SESSIONS": ("max_sessions", int),
+            "VM_SYSTEM_IDLE_TIMEOUT": ("idle_timeout_s", float),
+            "VM_SYSTEM_TOKEN": ("token", str),
+            "VM_SYSTEM_ALLOWED_ORIGINS": (
+                "allowed_origins",
+                lambda v: tuple(o.strip() for o in v.split(",") if o.strip()),
+            ),
+            "VM_SYSTEM_LOG_LEVEL": ("log_level", str),
+        }
+        for var, (name, conv) in mapping.items():
+            raw = env.get(var)
+            if raw:
+                try:
+                    values[name] = conv(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{var} has an invalid value {raw!r}: {exc}") from exc
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name == "db_url":
+                value = normalize_db_url(value)
+            elif name == "cache_dir":
+                value = Path(value).expanduser().resolve()
+            elif name == "allowed_origins" and isinstance(value, str):
+                value = tuple(o.strip() for o in value.split(",") if o.strip())
+            values[name] = value
+        settings = replace(cls(), **values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        parse_listen(self.listen)
+        for f in fields(self):
+            if f.name in ("max_body_bytes", "max_sessions", "ws_queue_frames"):
+                if getattr(self, f.name) < 0:
+                    raise ConfigError(f"{f.name} must be zero or positive")
+        if self.idle_timeout_s < 0:
+            raise ConfigError("idle timeout must be zero or positive (0 disables it)")
