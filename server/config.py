@@ -20,9 +20,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::1]:3210`` for IPv6) into its parts."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
-        raise ConfigError(
-            f"listen address must look like HOST:PORT, e.g. 127.0.0.1:3210: {value!r}"
-        )
+        raise ConfigError(f"listen address must look like HOST:PORT, e.g. 127.0.0.1:3210: {value!r}")
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 

@@ -116,9 +116,7 @@ def read_source(cache_dir: str | os.PathLike[str], name: str) -> str:
     """The cached source of library `name`, or LibraryUnavailableError saying how to get it."""
     info = find(name)
     if info is None:
-        raise LibraryUnavailableError(
-            f"unknown library {name!r}; choose one of: {available_names()}"
-        )
+        raise LibraryUnavailableError(f"unknown library {name!r}; choose one of: {available_names()}")
     path = cache_path(cache_dir, info)
     try:
         return path.read_text(encoding="utf-8")
@@ -185,9 +183,7 @@ def download(
         for name in names:
             info = find(name)
             if info is None:
-                raise LibraryDownloadError(
-                    f"unknown library {name!r}; choose one of: {available_names()}"
-                )
+                raise LibraryDownloadError(f"unknown library {name!r}; choose one of: {available_names()}")
             if info not in wanted:
                 wanted.append(info)
     root = Path(cache_dir)

@@ -192,8 +192,7 @@ class ModuleHost:
         """Absolute real path of `raw` inside the worktree, or a JsError naming `raw`."""
         if not isinstance(raw, str):
             raise _type_error(
-                f'The "{what}" argument must be a string path relative to the worktree, '
-                f"got {_js_type(raw)}"
+                f'The "{what}" argument must be a string path relative to the worktree, got {_js_type(raw)}'
             )
         if raw == "" or "\x00" in raw:
             raise _type_error(f"ENOENT: invalid path {raw!r}: use a non-empty relative path")
@@ -232,9 +231,7 @@ class ModuleHost:
 
     def _fs_write(self, path: Any = None, data: Any = None, *_: Any) -> None:
         if not isinstance(data, str):
-            raise _type_error(
-                f'The "data" argument of writeFileSync must be a string, got {_js_type(data)}'
-            )
+            raise _type_error(f'The "data" argument of writeFileSync must be a string, got {_js_type(data)}')
         full = self._resolve(path, "path")
         try:
             with open(full, "w", encoding="utf-8", newline="") as fh:
@@ -329,8 +326,7 @@ class ModuleHost:
     def _exec_run(self, cmd: Any = None, args: Any = None, *_: Any) -> str:
         if not isinstance(cmd, str) or not cmd:
             raise _type_error(
-                f"exec.run: the command must be a non-empty string such as 'ls', "
-                f"got {_js_type(cmd)}"
+                f"exec.run: the command must be a non-empty string such as 'ls', got {_js_type(cmd)}"
             )
         if args is None:
             args = []
@@ -453,7 +449,5 @@ def _sql_params(function: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _db_error(function: str, exc: sqlite3.Error) -> JsError:
     if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
-        return JsError(
-            f"database.{function}: interrupted because the execution's time limit was reached"
-        )
+        return JsError(f"database.{function}: interrupted because the execution's time limit was reached")
     return JsError(f"database.{function} failed: {exc}")

@@ -1,0 +1,145 @@
+"""The application factory used by ``vm-system serve``, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server.clock import now_iso
+from server.config import Settings
+from server.core.executions import ExecutionService
+from server.core.sessions import SessionService
+from server.core.templates import TemplateService
+from server.http import rest
+from server.http.keys import MAX_BODY, SERVICES
+from server.http.middleware import make_middlewares
+from server.pipeline.bus import EventBus
+from server.pipeline.writer import EventWriter
+from server.runtime.supervisor import WorkerPool
+from server.store.store import Store
+
+log = logging.getLogger("vm_system")
+
+STORE = web.AppKey("store", Store)
+POOL = web.AppKey("worker_pool", WorkerPool)
+CHECKPOINT_EVERY_S = 1.0
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
+    """Build the server. ``store`` may be given by tests that inject faults."""
+    app = web.Application(
+        middlewares=make_middlewares(settings.token),
+        client_max_size=settings.max_body_bytes,
+    )
+    app[MAX_BODY] = settings.max_body_bytes
+    app[STORE] = store if store is not None else Store(settings.db_url)
+    app[POOL] = WorkerPool()
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        st = app[STORE]
+        await st.open()
+        closed, interrupted = await st.reconcile_on_startup(now=now_iso())
+        if closed or interrupted:
+            log.info(
+                "closed %d session(s) and interrupted %d execution(s) left by a previous run",
+                closed,
+                interrupted,
+            )
+        yield
+        await st.close()
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = app[POOL]
+        await pool.start()
+        yield
+        await pool.stop()
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        st = app[STORE]
+        bus = EventBus()
+        writer = EventWriter(st, bus, await st.max_event_id())
+        templates = TemplateService(st)
+        sessions = SessionService(
+            store=st,
+            templates=templates,
+            pool=app[POOL],
+            bus=bus,
+            writer=writer,
+            settings=settings,
+        )
+        app[SERVICES] = _services(settings, st, bus, templates, sessions)
+        sessions.start_reaper()
+        checkpoint = asyncio.create_task(_checkpoint_loop(st), name="wal-checkpoint")
+        yield
+        await sessions.shutdown()
+        checkpoint.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checkpoint
+        await writer.flush()
+
+    app.cleanup_ctx.extend([store_ctx, runtime_ctx, services_ctx])
+    rest.add_routes(app)
+    _optional_transports(app, settings)
+    return app
+
+
+def _services(settings, st, bus, templates, sessions):  # type: ignore[no-untyped-def]
+    from server.services import Services
+
+    return Services(
+        settings=settings,
+        store=st,
+        bus=bus,
+        templates=templates,
+        sessions=sessions,
+        executions=ExecutionService(st, sessions),
+    )
+
+
+def _optional_transports(app: web.Application, settings: Settings) -> None:
+    """WebSocket endpoint and browser UI (registered when their modules are present)."""
+    with contextlib.suppress(ImportError):
+        from server.http import ws
+
+        ws.setup(app, settings)
+    with contextlib.suppress(ImportError):
+        from server.http import ui
+
+        ui.setup(app, settings)
+
+
+async def _checkpoint_loop(st: Store) -> None:
+    """Fold the WAL into the database file off the request path (SQLite only)."""
+    if not st.is_sqlite:
+        return
+    while True:
+        await asyncio.sleep(CHECKPOINT_EVERY_S)
+        with contextlib.suppress(Exception):
+            await st.checkpoint()
+
+
+def run_server(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    app = create_app(settings)
+    log.info(
+        "vm-system listening on http://%s:%s (db: %s)",
+        settings.host,
+        settings.port,
+        settings.db_url.split("://", 1)[0],
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10,
+    )

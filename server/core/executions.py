@@ -1,0 +1,111 @@
+"""Execution service: REPL and run-file requests, history, event cursors and cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.core import errors
+from server.core.paths import clean_relative_path, read_worktree_file
+from server.core.schemas import ReplRequest, RunFileRequest
+from server.core.sessions import SessionService
+from server.core.templates import parse_uuid
+from server.pipeline.executions import ExecOutcome, ExecRequest, event_json
+from server.store.store import Store
+
+MAX_EXECUTIONS_PAGE = 1000
+MAX_EVENTS_PAGE = 10000
+
+
+def parse_int(raw: str | None, name: str, *, default: int, lo: int, hi: int | None) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.ValidationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise errors.ValidationError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+class ExecutionService:
+    def __init__(self, store: Store, sessions: SessionService) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.pipeline = sessions.pipeline
+
+    async def repl(self, body: ReplRequest) -> ExecOutcome:
+        if not body.session_id.strip():
+            raise errors.ValidationError("session_id is required")
+        if not body.input.strip():
+            raise errors.ValidationError("input is required")
+        live = await self.sessions.require_live_id(body.session_id)
+        req = ExecRequest(kind="repl", source=body.input, input=body.input, wait=body.wait)
+        return self._check(await self.pipeline.submit(live, req))
+
+    async def run_file(self, body: RunFileRequest) -> ExecOutcome:
+        if not body.session_id.strip():
+            raise errors.ValidationError("session_id is required")
+        if not body.path.strip():
+            raise errors.ValidationError("path is required")
+        live = await self.sessions.require_live_id(body.session_id)
+        path = clean_relative_path(body.path)
+        # Every check happens before an execution row exists.
+        source = read_worktree_file(live.worktree, path, session_id=live.id)
+        req = ExecRequest(
+            kind="run_file", source=source, path=path, args=body.args, env=body.env, wait=body.wait
+        )
+        return self._check(await self.pipeline.submit(live, req))
+
+    @staticmethod
+    def _check(outcome: ExecOutcome) -> ExecOutcome:
+        ex = outcome.execution
+        if outcome.failed_operation:
+            raise errors.StoreError(
+                outcome.failed_operation, execution_id=ex["id"], session_id=ex["session_id"]
+            )
+        err = ex.get("error") or {}
+        if ex["status"] == "error" and err.get("code") == "OUTPUT_LIMIT_EXCEEDED":
+            raise errors.OutputLimitExceeded(
+                err["message"], execution_id=ex["id"], session_id=ex["session_id"]
+            )
+        return outcome
+
+    async def get(self, raw_id: str) -> dict[str, Any]:
+        execution_id = parse_uuid(raw_id, "execution")
+        row = await self.store.get_execution(execution_id=execution_id)
+        if row is None:
+            raise errors.ExecutionNotFound(
+                f"execution {execution_id} does not exist", execution_id=execution_id
+            )
+        return row
+
+    async def list(self, raw_session_id: str | None, raw_limit: str | None) -> list[dict[str, Any]]:
+        if not raw_session_id:
+            raise errors.ValidationError("session_id query parameter is required")
+        session_id = parse_uuid(raw_session_id, "session")
+        limit = parse_int(raw_limit, "limit", default=50, lo=1, hi=MAX_EXECUTIONS_PAGE)
+        await self.sessions.get(session_id)
+        return await self.store.list_executions(session_id=session_id, limit=limit)
+
+    async def events(self, raw_id: str, raw_after: str | None, raw_limit: str | None) -> list[dict[str, Any]]:
+        execution_id = parse_uuid(raw_id, "execution")
+        after = parse_int(raw_after, "after_seq", default=0, lo=0, hi=None)
+        limit = parse_int(raw_limit, "limit", default=1000, lo=1, hi=MAX_EVENTS_PAGE)
+        rows = await self.store.list_events(execution_id=execution_id, after_seq=after, limit=limit)
+        if not rows:
+            await self.get(execution_id)  # 404 for an unknown execution, [] otherwise
+        return [event_json(r) for r in rows]
+
+    async def cancel(self, raw_id: str) -> dict[str, Any]:
+        execution_id = parse_uuid(raw_id, "execution")
+        outcome = await self.pipeline.cancel(execution_id)
+        if outcome is None:
+            row = await self.get(execution_id)
+            raise errors.ExecutionNotRunning(
+                f"execution {execution_id} already ended with status {row['status']}",
+                execution_id=execution_id,
+                status=row["status"],
+            )
+        return outcome.execution

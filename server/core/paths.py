@@ -1,0 +1,59 @@
+"""Worktree-relative paths: cleaning, confinement checks and reading files for runs."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+
+from server.core import errors
+
+
+def clean_relative_path(raw: str, *, field: str = "path") -> str:
+    """Normalise a worktree-relative path; absolute paths and ``..`` escapes are refused."""
+    value = raw.strip()
+    if not value or value == ".":
+        raise errors.InvalidPath(f"{field} must name a file inside the worktree, got {raw!r}")
+    if value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
+        raise errors.InvalidPath(f"{field} must be relative to the session worktree, not absolute: {raw!r}")
+    cleaned = posixpath.normpath(value.replace("\\", "/"))
+    if cleaned == ".." or cleaned.startswith("../"):
+        raise errors.InvalidPath(f"{field} escapes the worktree with '..': {raw!r}")
+    if cleaned == ".":
+        raise errors.InvalidPath(f"{field} must name a file inside the worktree, got {raw!r}")
+    return cleaned
+
+
+def check_worktree(raw: str) -> str:
+    """A session worktree must be an absolute path to an existing directory."""
+    value = raw.strip()
+    if not os.path.isabs(value) or not os.path.isdir(value):
+        raise errors.InvalidPath(
+            f"worktree_path must be an absolute path to an existing directory: {raw!r}",
+            worktree_path=raw,
+        )
+    return os.path.normpath(value)
+
+
+def read_worktree_file(worktree: str, rel: str, **details: str) -> str:
+    """Read ``rel`` (already cleaned) inside ``worktree``; symlink escapes are refused."""
+    root = Path(worktree).resolve()
+    target = (root / rel).resolve()
+    if target != root and root not in target.parents:
+        raise errors.InvalidPath(
+            f"path resolves outside the session worktree (symlink escape): {rel!r}",
+            path=rel,
+            **details,
+        )
+    if not target.is_file():
+        raise errors.FileNotFound(
+            f"file {rel!r} does not exist in the session worktree or is not a regular file",
+            path=rel,
+            **details,
+        )
+    try:
+        return target.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise errors.FileNotFound(
+            f"file {rel!r} could not be read: {exc.strerror}", path=rel, **details
+        ) from None

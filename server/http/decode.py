@@ -1,0 +1,89 @@
+"""Strict request-body decoding: JSON object, no duplicate keys, no trailing bytes, typed fields."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
+
+from server.core import errors
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a dict; None for a literal ``null``. Raises INVALID_REQUEST otherwise."""
+    if not raw.strip():
+        raise errors.InvalidRequest("request body is empty; send a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidRequest("request body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except _DuplicateKey as exc:
+        raise errors.InvalidRequest(f"duplicate key {exc.args[0]!r} in request body") from None
+    except ValueError as exc:
+        msg = str(exc)
+        if msg.startswith("Extra data"):
+            raise errors.InvalidRequest("request body has trailing data after the JSON value") from None
+        raise errors.InvalidRequest(f"request body is not valid JSON: {msg}") from None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise errors.InvalidRequest(f"request body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def decode_body(raw: bytes, model: type[M], **details: Any) -> M:
+    """Decode ``raw`` into ``model`` with the error codes of API.md section 1."""
+    data = parse_json_object(raw)
+    if data is None:
+        raise errors.ValidationError("request body must not be null; send a JSON object", **details)
+    fields = model.model_fields
+    for key in data:
+        if key not in fields:
+            allowed = ", ".join(fields)
+            raise errors.InvalidRequest(
+                f"unknown field {key!r} in request body (allowed: {allowed})", field=key, **details
+            )
+    # null for an optional field means "use the default".
+    data = {k: v for k, v in data.items() if v is not None or fields[k].is_required()}
+    for name, info in fields.items():
+        if info.is_required():
+            value = data.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise errors.ValidationError(f"{name} is required", field=name, **details)
+    try:
+        return model.model_validate(data)
+    except PydanticError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise errors.InvalidRequest(
+                f"unknown field {loc!r} in request body", field=loc, **details
+            ) from None
+        if first["type"] in ("greater_than_equal", "less_than_equal", "missing"):
+            raise errors.ValidationError(f"{loc}: {first['msg']}", field=loc, **details) from None
+        raise errors.InvalidRequest(
+            f"field {loc!r} has the wrong type: {first['msg'].lower()}", field=loc, **details
+        ) from None

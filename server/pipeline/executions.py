@@ -1,0 +1,378 @@
+"""The one execution pipeline for startup, REPL and run-file executions.
+
+ready check and lock -> execution row -> run in the worker -> sequenced events (batched,
+persisted, then published) -> terminal event -> finalize. The three kinds differ only in the
+``ExecRequest`` they pass. Every persistence failure is reported to the caller, and an
+execution never stays ``running`` once its run has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from server.clock import now_iso
+from server.core import errors
+from server.pipeline.bus import EventBus
+from server.pipeline.writer import EventWriter
+from server.runtime.supervisor import EventBatch, RunResult, WorkerHandle
+from server.store.store import EventTuple, Store
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 0.2
+
+_LIMIT_TEXT = {
+    "CPU_LIMIT_EXCEEDED": ("timeout", "CPU time limit of {cpu_ms} ms exceeded"),
+    "WALL_LIMIT_EXCEEDED": ("timeout", "wall-clock limit of {wall_ms} ms exceeded"),
+    "OUTPUT_LIMIT_EXCEEDED": (
+        "error",
+        "output limit exceeded (max_events {max_events}, max_output_kb {max_output_kb}); "
+        "the execution was stopped",
+    ),
+    "CANCELLED": ("cancelled", "execution cancelled"),
+    "WORKER_CRASHED": ("error", "the session worker process died during the execution"),
+    "INTERRUPTED": ("error", "the server shut down while this execution was running"),
+}
+
+
+@dataclass
+class LiveSession:
+    """A session with a worker process behind it (registry entry of the session service)."""
+
+    id: str
+    vm_id: str
+    worktree: str
+    row: dict[str, Any]
+    init_config: dict[str, Any]
+    limits: dict[str, Any]  # snapshot, used if the template is deleted
+    worker: WorkerHandle | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    running: str | None = None
+    closing: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class ExecRequest:
+    kind: str  # "repl" | "run_file" | "startup"
+    source: str
+    input: str | None = None
+    path: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    wait: bool = True
+
+
+@dataclass
+class ExecOutcome:
+    execution: dict[str, Any]
+    events: list[EventTuple] | None
+    failed_operation: str | None = None
+
+
+def event_json(row: EventTuple | tuple[Any, ...]) -> dict[str, Any]:
+    """Public form of a stored event row (payload embedded without re-encoding)."""
+    if len(row) == 7:
+        eid, exec_id, _sid, seq, ts, typ, payload = row
+    else:
+        eid, exec_id, seq, ts, typ, payload = row
+    return {
+        "id": eid,
+        "execution_id": exec_id,
+        "seq": seq,
+        "ts": ts,
+        "type": typ,
+        "payload": orjson.Fragment(payload),
+    }
+
+
+class Recorder:
+    """Sequences the events of one execution and hands them to the writer."""
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        execution_id: str,
+        session_id: str,
+        *,
+        keep: bool,
+        on_failure: Callable[[], None],
+    ) -> None:
+        self.writer = writer
+        self.execution_id = execution_id
+        self.session_id = session_id
+        self.seq = 0
+        self.kept: list[EventTuple] | None = [] if keep else None
+        self.failed = False
+        self._on_failure = on_failure
+
+    def on_batch(self, batch: EventBatch) -> None:
+        if self.failed or not batch:
+            return
+        n = len(batch)
+        base = self.writer.allocate(n)
+        seq0 = self.seq + 1
+        self.seq += n
+        eid, sid = self.execution_id, self.session_id
+        rows = [
+            (base + i, eid, sid, seq0 + i, ts, typ, payload) for i, (ts, typ, payload) in enumerate(batch)
+        ]
+        self._submit(rows)
+
+    def add(self, typ: str, payload: dict[str, Any]) -> None:
+        self.on_batch([(now_iso(), typ, orjson.dumps(payload).decode())])
+
+    def _submit(self, rows: list[EventTuple]) -> None:
+        fut = self.writer.submit(rows)
+        fut.add_done_callback(self._check)
+        if self.kept is not None:
+            self.kept.extend(rows)
+
+    def _check(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None and not self.failed:
+            self.failed = True
+            self._on_failure()
+
+
+class ExecutionPipeline:
+    def __init__(
+        self,
+        store: Store,
+        writer: EventWriter,
+        bus: EventBus,
+        *,
+        limits_for: Callable[[LiveSession], Awaitable[dict[str, Any]]],
+        reset: Callable[[LiveSession, str], Awaitable[bool]],
+        cancel_grace_s: float = CANCEL_GRACE_S,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.bus = bus
+        self._limits_for = limits_for
+        self._reset = reset
+        self.cancel_grace_s = cancel_grace_s
+        self.tasks: dict[str, asyncio.Task[ExecOutcome]] = {}
+        self.live_by_execution: dict[str, LiveSession] = {}
+        self.shutting_down = False
+
+    # ------------------------------------------------------------------ entry
+
+    async def submit(self, live: LiveSession, req: ExecRequest, *, lock_held: bool = False) -> ExecOutcome:
+        """Start an execution; with ``req.wait`` returns once it has ended and is stored."""
+        if not lock_held:
+            if self.shutting_down or live.row["status"] != "ready" or live.closing:
+                raise errors.SessionNotReady(
+                    f"session {live.id} is {live.row['status']}"
+                    + (" and closing" if live.closing else "")
+                    + "; executions need a ready session",
+                    session_id=live.id,
+                    status=live.row["status"],
+                )
+            if live.lock.locked():
+                raise errors.SessionBusy(
+                    f"session {live.id} is running another execution; wait for it or cancel it",
+                    session_id=live.id,
+                    running_execution_id=live.running,
+                )
+            await live.lock.acquire()  # uncontended: does not yield
+        try:
+            limits = await self._limits_for(live)
+            record = {
+                "id": str(uuid.uuid4()),
+                "session_id": live.id,
+                "kind": req.kind,
+                "input": req.input,
+                "path": req.path,
+                "args": req.args,
+                "env": req.env,
+                "status": "running",
+                "started_at": now_iso(),
+                "ended_at": None,
+                "result": None,
+                "error": None,
+                "metrics": {},
+            }
+            await self.store.create_execution(row=record)
+        except BaseException:
+            if not lock_held:
+                live.lock.release()
+            raise
+        live.running = record["id"]
+        self.live_by_execution[record["id"]] = live
+        self.bus.publish_execution(record)
+        task = asyncio.create_task(
+            self._drive(live, record, req, limits, lock_held), name=f"exec-{record['id']}"
+        )
+        self.tasks[record["id"]] = task
+        task.add_done_callback(lambda _t, eid=record["id"]: self._forget(eid))
+        if not req.wait:
+            return ExecOutcome(dict(record), None)
+        # Shielded: a client that goes away does not stop the execution or its bookkeeping.
+        return await asyncio.shield(task)
+
+    def _forget(self, exec_id: str) -> None:
+        self.tasks.pop(exec_id, None)
+        self.live_by_execution.pop(exec_id, None)
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel(self, execution_id: str) -> ExecOutcome | None:
+        """Stop a running execution; returns its final state, or None if it is not running."""
+        task = self.tasks.get(execution_id)
+        live = self.live_by_execution.get(execution_id)
+        if task is None or live is None:
+            return None
+        if live.worker is not None:
+            live.worker.cancel(execution_id, grace_s=self.cancel_grace_s)
+        return await asyncio.shield(task)
+
+    # ------------------------------------------------------------------ run
+
+    async def _drive(
+        self,
+        live: LiveSession,
+        record: dict[str, Any],
+        req: ExecRequest,
+        limits: dict[str, Any],
+        lock_held: bool,
+    ) -> ExecOutcome:
+        started = time.monotonic()
+        exec_id = record["id"]
+
+        def on_store_failure() -> None:
+            if live.worker is not None:
+                live.worker.cancel(exec_id, grace_s=self.cancel_grace_s)
+
+        rec = Recorder(self.writer, exec_id, live.id, keep=req.wait, on_failure=on_store_failure)
+        try:
+            if req.kind == "repl":
+                rec.add("input_echo", {"text": req.input})
+            result = await self._run(live, rec, req, limits, exec_id)
+            status, result_payload, error, terminal = self._conclude(result, limits, rec)
+            if result.killed and not live.closing and not self.shutting_down:
+                ok = await self._reset(live, result.code or "WORKER_CRASHED")
+                note = (
+                    "; the session's runtime was reset and its state was lost"
+                    if ok
+                    else "; the session could not be rebuilt and is now crashed"
+                )
+                if terminal is not None and terminal[0] == "system":
+                    terminal[1]["message"] += note
+                    terminal[1]["reset"] = ok
+            if terminal is not None and not rec.failed:
+                rec.add(*terminal)
+            metrics = {
+                "wall_ms": round((time.monotonic() - started) * 1000, 3),
+                "cpu_ms": result.cpu_ms,
+                "event_count": rec.seq,
+                "output_bytes": result.output_bytes,
+            }
+            final = {
+                **record,
+                "status": status,
+                "ended_at": now_iso(),
+                "result": result_payload,
+                "error": error,
+                "metrics": metrics,
+            }
+            failed_op = await self._finalize(final, rec)
+            return ExecOutcome(final, rec.kept, failed_op)
+        finally:
+            live.running = None
+            live.last_used = time.monotonic()
+            if not lock_held:
+                live.lock.release()
+
+    async def _run(
+        self,
+        live: LiveSession,
+        rec: Recorder,
+        req: ExecRequest,
+        limits: dict[str, Any],
+        exec_id: str,
+    ) -> RunResult:
+        worker = live.worker
+        if worker is None or not worker.alive:
+            return RunResult(outcome=None, code="WORKER_CRASHED", killed=True)
+        spec = {
+            "exec_id": exec_id,
+            "kind": req.kind,
+            "source": req.source,
+            "filename": req.path or "<repl>",
+            "args": req.args,
+            "env": req.env,
+            "limits": limits,
+        }
+        return await worker.run(spec, rec.on_batch)
+
+    def _conclude(
+        self, result: RunResult, limits: dict[str, Any], rec: Recorder
+    ) -> tuple[str, Any, Any, tuple[str, dict[str, Any]] | None]:
+        """(status, result, error, terminal event) for a finished run."""
+        if rec.failed:
+            err = {"code": "INTERNAL", "message": "store failure: could not store events"}
+            return "error", None, err, None
+        code = result.code
+        if code is None and result.outcome is not None:
+            kind, payload = result.outcome
+            if kind == "value":
+                return "ok", payload, None, ("value", payload)
+            return "error", None, payload, ("exception", payload)
+        if self.shutting_down and code in ("WORKER_CRASHED", "CANCELLED", None):
+            code = "INTERRUPTED"
+        status, text = _LIMIT_TEXT.get(code or "WORKER_CRASHED", _LIMIT_TEXT["WORKER_CRASHED"])
+        message = text.format(
+            **{k: limits.get(k, 0) for k in ("cpu_ms", "wall_ms", "max_events", "max_output_kb")}
+        )
+        err = {"code": code or "WORKER_CRASHED", "message": message}
+        level = "warn" if status == "cancelled" else "error"
+        return (
+            status,
+            None,
+            err,
+            ("system", {"level": level, "message": message, "code": err["code"]}),
+        )
+
+    async def _finalize(self, final: dict[str, Any], rec: Recorder) -> str | None:
+        """Store the final record with the last events; returns the failed operation, if any."""
+        fin = {k: final[k] for k in ("id", "status", "ended_at", "result", "error", "metrics")}
+        failed_op = "store events" if rec.failed else None
+        try:
+            await self.writer.submit([], finalize=fin, publish=final)
+            return failed_op
+        except Exception:  # noqa: BLE001 - retried below with a minimal record
+            log.exception("finalize of execution %s failed; retrying", final["id"])
+        fallback = {
+            **fin,
+            "status": "error",
+            "result": None,
+            "error": {"code": "INTERNAL", "message": "store failure: could not finalize execution"},
+        }
+        try:
+            await self.store.write_batch(events=(), finalize=[fallback])
+            final.update(fallback)
+            self.bus.publish_execution(final)
+        except Exception:  # noqa: BLE001 - restart reconciliation will end it as INTERRUPTED
+            log.exception("execution %s could not be finalized", final["id"])
+        return failed_op or "finalize execution"
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def interrupt_all(self, timeout: float = 10) -> None:
+        """End every running execution as INTERRUPTED (graceful shutdown)."""
+        self.shutting_down = True
+        for exec_id, live in list(self.live_by_execution.items()):
+            if live.worker is not None and live.running == exec_id:
+                live.worker.kill()
+        tasks = list(self.tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        await self.writer.flush()

@@ -1,0 +1,79 @@
+"""The fork server: a small process that holds a warm QuickJS engine and forks session workers.
+
+Started once per server with ``python -m server.runtime.zygote FD``. It never runs user code
+itself. Requests arrive on the control socket as ``("spawn", ...)`` with the worker's end of a
+socketpair attached (SCM_RIGHTS); the zygote forks, the child becomes the session worker and
+the zygote answers with the child's pid. Both the zygote and its children ask the kernel to
+kill them when their parent dies, so no worker outlives the server, even after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+
+from server.runtime import protocol
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: best effort only
+        pass
+
+
+def main(control_fd: int) -> None:
+    die_with_parent()
+    parent = os.getppid()
+    # Children are reaped by the kernel; the server notices a dead worker by EOF on its socket.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from server.runtime.engine import JsEngine
+    from server.runtime.worker import worker_main
+
+    engine = JsEngine()  # warm: prelude and parser compiled once, shared copy-on-write
+    control = socket.socket(fileno=control_fd)
+    control.sendall(protocol.encode(("ready", os.getpid())))
+    if os.getppid() != parent:
+        return
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 4)
+        except (OSError, InterruptedError):
+            continue
+        if not msg:
+            return  # server went away
+        request = protocol.decode(msg[protocol.HEADER.size :])
+        if request[0] != "spawn" or not fds:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                control.close()
+                die_with_parent()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                code = worker_main(fds[0], engine)
+            except BaseException:  # noqa: BLE001 - a worker must never return into the loop
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        control.sendall(protocol.encode(("spawned", pid)))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

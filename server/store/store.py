@@ -1,0 +1,620 @@
+"""The only code that talks to the database: keyword-only async methods over SQLAlchemy.
+
+Writes are serialised on one writer thread (one transaction per call, events in batches);
+reads run on a small pool of reader threads so they never wait behind a large event batch.
+Rows come back as plain dicts with JSON columns decoded and the public field names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import SQLModel
+
+from server.core.errors import StoreConflict, StoreError
+from server.store.models import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EventTuple = tuple[int, str, str, int, str, str, str]
+"""(id, execution_id, session_id, seq, ts, type, payload_json): one event row."""
+
+_JSON_COLUMNS = {
+    "templates": ("exposed_modules", "libraries"),
+    "template_settings": ("limits", "resolver", "runtime"),
+    "capabilities": ("config",),
+    "sessions": ("runtime_meta",),
+    "executions": ("args", "env", "result", "error", "metrics"),
+}
+_EXECUTION_COLUMNS = (
+    "id, session_id, kind, input, path, args, env, status, started_at, ended_at, result, error, metrics"
+)
+
+INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _row(table: str, mapping: Any) -> dict[str, Any]:
+    row = dict(mapping)
+    for col in _JSON_COLUMNS.get(table, ()):
+        if col in row and row[col] is not None:
+            row[col] = orjson.loads(row[col])
+    return row
+
+
+class Store:
+    """Async facade over one SQLAlchemy engine (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self._engine: Engine | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        self._writer_conn: Connection | None = None
+        p = "?" if self.is_sqlite else "%s"
+        self._sql_insert_events = (
+            "INSERT INTO events (id, execution_id, session_id, seq, ts, type, payload) "
+            f"VALUES ({', '.join([p] * 7)})"
+        )
+        self._sql_insert_execution = (
+            f"INSERT INTO executions ({_EXECUTION_COLUMNS}) VALUES ({', '.join([p] * 13)})"
+        )
+        self._sql_finalize = (
+            f"UPDATE executions SET status={p}, ended_at={p}, result={p}, error={p}, metrics={p} WHERE id={p}"
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        await self._run_write(self._open_sync, "open the database")
+
+    def _open_sync(self) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["pool_size"] = 4
+        engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.close()
+
+        self._engine = engine
+        SQLModel.metadata.create_all(engine)
+        with engine.begin() as conn:
+            found = conn.execute(text("SELECT value FROM vm_meta WHERE key = 'schema_version'")).scalar()
+            if found is None:
+                conn.execute(
+                    text("INSERT INTO vm_meta (key, value) VALUES ('schema_version', :v)"),
+                    {"v": str(SCHEMA_VERSION)},
+                )
+            elif int(found) > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema version {found} is newer than this server "
+                    f"({SCHEMA_VERSION}); upgrade vm-system"
+                )
+        self._writer_conn = engine.connect()
+        if self.is_sqlite:
+            # Checkpoints run from a background task instead of stalling a commit.
+            self._writer_conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            self._writer_conn.commit()
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._writer_conn is not None:
+                self._writer_conn.close()
+                self._writer_conn = None
+            if self._engine is not None:
+                self._engine.dispose()
+
+        try:
+            await self._run_write(_close, "close the database")
+        finally:
+            self._writer.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
+
+    async def ping(self) -> bool:
+        try:
+            await self._run_read(lambda c: c.execute(text("SELECT 1")).scalar(), "ping")
+            return True
+        except StoreError:
+            return False
+
+    async def checkpoint(self) -> None:
+        """Fold the SQLite WAL back into the main file (no-op on PostgreSQL)."""
+        if self.is_sqlite:
+
+            def run() -> None:
+                conn = self._wc()
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                conn.commit()
+
+            await self._run_write(run, "checkpoint the write-ahead log")
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _wc(self) -> Connection:
+        assert self._writer_conn is not None, "store is not open"
+        return self._writer_conn
+
+    async def _run_write(self, fn: Callable[[], T], operation: str) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._guard, fn, operation)
+
+    async def _run_read(self, fn: Callable[[Connection], T], operation: str) -> T:
+        def _read() -> T:
+            assert self._engine is not None, "store is not open"
+            with self._engine.connect() as conn:
+                return fn(conn)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._guard, _read, operation)
+
+    def _guard(self, fn: Callable[[], T], operation: str) -> T:
+        try:
+            return fn()
+        except IntegrityError as exc:
+            self._rollback()
+            raise StoreConflict(str(exc.orig)) from exc
+        except (SQLAlchemyError, OSError) as exc:
+            self._rollback()
+            log.error("store operation failed: %s: %s", operation, exc)
+            raise StoreError(operation) from exc
+
+    def _rollback(self) -> None:
+        conn = self._writer_conn
+        if conn is not None and conn.in_transaction():
+            try:
+                conn.rollback()
+            except SQLAlchemyError:
+                log.exception("rollback failed")
+
+    def _tx(self, fn: Callable[[Connection], T]) -> Callable[[], T]:
+        def run() -> T:
+            conn = self._wc()
+            with conn.begin():
+                return fn(conn)
+
+        return run
+
+    async def write(self, fn: Callable[[Connection], T], *, operation: str) -> T:
+        """Run ``fn(conn)`` in one transaction on the writer thread."""
+        return await self._run_write(self._tx(fn), operation)
+
+    async def read(self, fn: Callable[[Connection], T], *, operation: str) -> T:
+        return await self._run_read(fn, operation)
+
+    @staticmethod
+    def _all(conn: Connection, table: str, sql: str, **params: Any) -> list[dict[str, Any]]:
+        return [_row(table, m) for m in conn.execute(text(sql), params).mappings()]
+
+    @staticmethod
+    def _one(conn: Connection, table: str, sql: str, **params: Any) -> dict[str, Any] | None:
+        m = conn.execute(text(sql), params).mappings().first()
+        return None if m is None else _row(table, m)
+
+    # ---------------------------------------------------------------- templates
+
+    async def create_template(self, *, template: dict[str, Any], settings: dict[str, Any]) -> None:
+        def fn(conn: Connection) -> None:
+            conn.execute(
+                text(
+                    "INSERT INTO templates (id, name, engine, is_active, exposed_modules, "
+                    "libraries, created_at, updated_at) VALUES (:id, :name, :engine, "
+                    ":is_active, :exposed_modules, :libraries, :created_at, :updated_at)"
+                ),
+                {
+                    **template,
+                    "exposed_modules": _dumps(template["exposed_modules"]),
+                    "libraries": _dumps(template["libraries"]),
+                },
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO template_settings (vm_id, limits, resolver, runtime) "
+                    "VALUES (:vm_id, :limits, :resolver, :runtime)"
+                ),
+                {
+                    "vm_id": template["id"],
+                    "limits": _dumps(settings["limits"]),
+                    "resolver": _dumps(settings["resolver"]),
+                    "runtime": _dumps(settings["runtime"]),
+                },
+            )
+
+        await self.write(fn, operation="create template")
+
+    async def list_templates(self) -> list[dict[str, Any]]:
+        return await self.read(
+            lambda c: self._all(c, "templates", "SELECT * FROM templates ORDER BY created_at DESC, id DESC"),
+            operation="list templates",
+        )
+
+    async def get_template(self, *, template_id: str) -> dict[str, Any] | None:
+        return await self.read(
+            lambda c: self._one(c, "templates", "SELECT * FROM templates WHERE id=:id", id=template_id),
+            operation="read template",
+        )
+
+    async def get_template_bundle(self, *, template_id: str) -> dict[str, Any] | None:
+        """Template, settings, capabilities and startup files in one read."""
+
+        def fn(conn: Connection) -> dict[str, Any] | None:
+            tpl = self._one(conn, "templates", "SELECT * FROM templates WHERE id=:id", id=template_id)
+            if tpl is None:
+                return None
+            settings = self._one(
+                conn,
+                "template_settings",
+                "SELECT * FROM template_settings WHERE vm_id=:id",
+                id=template_id,
+            )
+            return {
+                "template": tpl,
+                "settings": settings,
+                "capabilities": self._capabilities(conn, template_id),
+                "startup_files": self._startup_files(conn, template_id),
+            }
+
+        return await self.read(fn, operation="read template")
+
+    def _capabilities(self, conn: Connection, template_id: str) -> list[dict[str, Any]]:
+        return self._all(
+            conn,
+            "capabilities",
+            "SELECT id, vm_id, kind, name, enabled, config FROM capabilities "
+            "WHERE vm_id=:id ORDER BY created_at, id",
+            id=template_id,
+        )
+
+    def _startup_files(self, conn: Connection, template_id: str) -> list[dict[str, Any]]:
+        return self._all(
+            conn,
+            "startup_files",
+            "SELECT id, vm_id, path, order_index, mode FROM startup_files "
+            "WHERE vm_id=:id ORDER BY order_index, created_at, id",
+            id=template_id,
+        )
+
+    async def update_template(
+        self,
+        *,
+        template_id: str,
+        mutate: Callable[[dict[str, Any], dict[str, Any]], None],
+        updated_at: str,
+    ) -> bool:
+        """Read template+settings, let ``mutate(template, settings)`` edit them, write back.
+
+        One transaction on the writer thread, so concurrent edits cannot lose updates.
+        Returns False when the template does not exist.
+        """
+
+        def fn(conn: Connection) -> bool:
+            tpl = self._one(conn, "templates", "SELECT * FROM templates WHERE id=:id", id=template_id)
+            if tpl is None:
+                return False
+            settings = self._one(
+                conn,
+                "template_settings",
+                "SELECT * FROM template_settings WHERE vm_id=:id",
+                id=template_id,
+            )
+            assert settings is not None
+            mutate(tpl, settings)
+            conn.execute(
+                text(
+                    "UPDATE templates SET name=:name, is_active=:is_active, "
+                    "exposed_modules=:m, libraries=:l, updated_at=:u WHERE id=:id"
+                ),
+                {
+                    "name": tpl["name"],
+                    "is_active": tpl["is_active"],
+                    "m": _dumps(tpl["exposed_modules"]),
+                    "l": _dumps(tpl["libraries"]),
+                    "u": updated_at,
+                    "id": template_id,
+                },
+            )
+            conn.execute(
+                text(
+                    "UPDATE template_settings SET limits=:limits, resolver=:resolver, "
+                    "runtime=:runtime WHERE vm_id=:id"
+                ),
+                {
+                    "limits": _dumps(settings["limits"]),
+                    "resolver": _dumps(settings["resolver"]),
+                    "runtime": _dumps(settings["runtime"]),
+                    "id": template_id,
+                },
+            )
+            return True
+
+        return await self.write(fn, operation="update template")
+
+    async def delete_template(self, *, template_id: str) -> bool:
+        def fn(conn: Connection) -> bool:
+            # Explicit child deletes keep PostgreSQL and SQLite behaviour identical even on a
+            # database created without ON DELETE CASCADE.
+            for table in ("capabilities", "startup_files", "template_settings"):
+                conn.execute(text(f"DELETE FROM {table} WHERE vm_id=:id"), {"id": template_id})
+            res = conn.execute(text("DELETE FROM templates WHERE id=:id"), {"id": template_id})
+            return bool(res.rowcount)
+
+        return await self.write(fn, operation="delete template")
+
+    async def add_capability(self, *, row: dict[str, Any]) -> None:
+        await self.write(
+            lambda c: c.execute(
+                text(
+                    "INSERT INTO capabilities (id, vm_id, kind, name, enabled, config, created_at) "
+                    "VALUES (:id, :vm_id, :kind, :name, :enabled, :config, :created_at)"
+                ),
+                {**row, "config": _dumps(row["config"])},
+            ),
+            operation="create capability",
+        )
+
+    async def list_capabilities(self, *, template_id: str) -> list[dict[str, Any]]:
+        return await self.read(lambda c: self._capabilities(c, template_id), operation="list capabilities")
+
+    async def delete_capability(self, *, template_id: str, capability_id: str) -> bool:
+        return await self.write(
+            lambda c: bool(
+                c.execute(
+                    text("DELETE FROM capabilities WHERE id=:id AND vm_id=:vm"),
+                    {"id": capability_id, "vm": template_id},
+                ).rowcount
+            ),
+            operation="delete capability",
+        )
+
+    async def add_startup_file(self, *, row: dict[str, Any]) -> None:
+        await self.write(
+            lambda c: c.execute(
+                text(
+                    "INSERT INTO startup_files (id, vm_id, path, order_index, mode, created_at) "
+                    "VALUES (:id, :vm_id, :path, :order_index, :mode, :created_at)"
+                ),
+                row,
+            ),
+            operation="create startup file",
+        )
+
+    async def list_startup_files(self, *, template_id: str) -> list[dict[str, Any]]:
+        return await self.read(lambda c: self._startup_files(c, template_id), operation="list startup files")
+
+    async def delete_startup_file(self, *, template_id: str, startup_file_id: str) -> bool:
+        return await self.write(
+            lambda c: bool(
+                c.execute(
+                    text("DELETE FROM startup_files WHERE id=:id AND vm_id=:vm"),
+                    {"id": startup_file_id, "vm": template_id},
+                ).rowcount
+            ),
+            operation="delete startup file",
+        )
+
+    # ---------------------------------------------------------------- sessions
+
+    async def create_session(self, *, row: dict[str, Any]) -> None:
+        await self.write(
+            lambda c: c.execute(
+                text(
+                    "INSERT INTO sessions (id, vm_id, workspace_id, base_commit_oid, "
+                    "worktree_path, status, created_at, closed_at, last_error, runtime_meta) "
+                    "VALUES (:id, :vm_id, :workspace_id, :base_commit_oid, :worktree_path, "
+                    ":status, :created_at, :closed_at, :last_error, :runtime_meta)"
+                ),
+                {**row, "runtime_meta": _dumps(row["runtime_meta"])},
+            ),
+            operation="create session",
+        )
+
+    async def update_session(self, *, session_id: str, **fields: Any) -> None:
+        if "runtime_meta" in fields:
+            fields["runtime_meta"] = _dumps(fields["runtime_meta"])
+        assigns = ", ".join(f"{k}=:{k}" for k in fields)
+        await self.write(
+            lambda c: c.execute(
+                text(f"UPDATE sessions SET {assigns} WHERE id=:_id"), {**fields, "_id": session_id}
+            ),
+            operation="update session",
+        )
+
+    async def get_session(self, *, session_id: str) -> dict[str, Any] | None:
+        return await self.read(
+            lambda c: self._one(c, "sessions", "SELECT * FROM sessions WHERE id=:id", id=session_id),
+            operation="read session",
+        )
+
+    async def list_sessions(
+        self, *, status: str | None = None, template_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = [], {}
+        if status:
+            where.append("status=:status")
+            params["status"] = status
+        if template_id:
+            where.append("vm_id=:vm")
+            params["vm"] = template_id
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return await self.read(
+            lambda c: self._all(
+                c,
+                "sessions",
+                f"SELECT * FROM sessions {clause}ORDER BY created_at DESC, id DESC",
+                **params,
+            ),
+            operation="list sessions",
+        )
+
+    # ---------------------------------------------------------------- executions
+
+    async def create_execution(self, *, row: dict[str, Any]) -> None:
+        params = (
+            row["id"],
+            row["session_id"],
+            row["kind"],
+            row["input"],
+            row["path"],
+            _dumps(row["args"]),
+            _dumps(row["env"]),
+            row["status"],
+            row["started_at"],
+            None,
+            None,
+            None,
+            _dumps(row["metrics"]),
+        )
+        await self._run_write(
+            self._tx(lambda c: c.exec_driver_sql(self._sql_insert_execution, params)),
+            "create execution",
+        )
+
+    async def write_batch(
+        self,
+        *,
+        events: Sequence[EventTuple],
+        finalize: Iterable[dict[str, Any]] = (),
+    ) -> None:
+        """Insert a batch of events and finalize executions, all in one transaction."""
+        fin = [
+            (
+                f["status"],
+                f["ended_at"],
+                None if f.get("result") is None else _dumps(f["result"]),
+                None if f.get("error") is None else _dumps(f["error"]),
+                _dumps(f["metrics"]),
+                f["id"],
+            )
+            for f in finalize
+        ]
+
+        def fn(conn: Connection) -> None:
+            if events:
+                conn.exec_driver_sql(self._sql_insert_events, list(events))
+            if fin:
+                conn.exec_driver_sql(self._sql_finalize, fin)
+
+        await self._run_write(self._tx(fn), "store events" if events else "finalize execution")
+
+    async def get_execution(self, *, execution_id: str) -> dict[str, Any] | None:
+        return await self.read(
+            lambda c: self._one(
+                c,
+                "executions",
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id=:id",
+                id=execution_id,
+            ),
+            operation="read execution",
+        )
+
+    async def list_executions(self, *, session_id: str, limit: int) -> list[dict[str, Any]]:
+        return await self.read(
+            lambda c: self._all(
+                c,
+                "executions",
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE session_id=:sid "
+                "ORDER BY started_at DESC, id DESC LIMIT :lim",
+                sid=session_id,
+                lim=limit,
+            ),
+            operation="list executions",
+        )
+
+    async def list_events(
+        self, *, execution_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, str, int, str, str, str]]:
+        """Raw rows ``(id, execution_id, seq, ts, type, payload_json)``, ascending by seq."""
+        return await self.read(
+            lambda c: [
+                tuple(r)
+                for r in c.execute(
+                    text(
+                        "SELECT id, execution_id, seq, ts, type, payload FROM events "
+                        "WHERE execution_id=:e AND seq>:s ORDER BY seq LIMIT :l"
+                    ),
+                    {"e": execution_id, "s": after_seq, "l": limit},
+                )
+            ],
+            operation="read events",
+        )
+
+    async def list_session_events(
+        self, *, session_id: str, after_id: int, limit: int
+    ) -> list[tuple[int, str, int, str, str, str]]:
+        return await self.read(
+            lambda c: [
+                tuple(r)
+                for r in c.execute(
+                    text(
+                        "SELECT id, execution_id, seq, ts, type, payload FROM events "
+                        "WHERE session_id=:s AND id>:a ORDER BY id LIMIT :l"
+                    ),
+                    {"s": session_id, "a": after_id, "l": limit},
+                )
+            ],
+            operation="read events",
+        )
+
+    async def max_event_id(self) -> int:
+        return await self.read(
+            lambda c: int(c.execute(text("SELECT COALESCE(MAX(id), 0) FROM events")).scalar() or 0),
+            operation="read the last event id",
+        )
+
+    async def count_running(self) -> int:
+        return await self.read(
+            lambda c: int(
+                c.execute(text("SELECT COUNT(*) FROM executions WHERE status='running'")).scalar() or 0
+            ),
+            operation="count running executions",
+        )
+
+    async def reconcile_on_startup(self, *, now: str) -> tuple[int, int]:
+        """Close sessions and end executions that a previous process left live."""
+
+        def fn(conn: Connection) -> tuple[int, int]:
+            s = conn.execute(
+                text(
+                    "UPDATE sessions SET status='closed', closed_at=:now, last_error=:err "
+                    "WHERE status IN ('starting', 'ready')"
+                ),
+                {"now": now, "err": INTERRUPTED_SESSION},
+            ).rowcount
+            err = _dumps(
+                {
+                    "code": "INTERRUPTED",
+                    "message": "the server stopped while this execution was running",
+                }
+            )
+            e = conn.execute(
+                text(
+                    "UPDATE executions SET status='error', ended_at=:now, error=:err WHERE status='running'"
+                ),
+                {"now": now, "err": err},
+            ).rowcount
+            return int(s or 0), int(e or 0)
+
+        return await self.write(fn, operation="reconcile state left by a previous run")
