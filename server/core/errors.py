@@ -33,6 +33,10 @@ class Unauthorized(DomainError):
     code, status = "UNAUTHORIZED", 401
 
 
+class Forbidden(DomainError):
+    code, status = "FORBIDDEN", 403
+
+
 class NotFound(DomainError):
     code, status = "NOT_FOUND", 404
 
@@ -127,3 +131,4 @@ class StoreError(Internal):
 
 class StoreConflict(Exception):
     """A unique constraint was violated (mapped to CONFLICT by the services)."""
+

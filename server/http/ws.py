@@ -1,0 +1,437 @@
+"""The WebSocket endpoint: subscriptions with lossless resume, execute/run_file/cancel, ping.
+
+Each connection is an adapter over the services (it holds no state of its own beyond its
+subscriptions). A subscription registers with the event bus *before* it reads the stored
+backlog and buffers live events meanwhile; after the backlog it drains the buffer, skipping
+what it already sent (by ``seq`` for an execution, by event ``id`` for a session). Outbound
+frames go through a bounded queue; a client that cannot keep up is closed with 4008 and can
+resume from its cursor because everything it missed is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError as PydanticError
+
+from server.config import Settings
+from server.core import errors
+from server.core.schemas import ReplRequest, RunFileRequest
+from server.core.templates import parse_uuid
+from server.http.keys import SERVICES
+from server.http.middleware import error_response
+from server.http.rest import EXTRA_ROUTES
+from server.pipeline.executions import event_json
+from server.services import Services
+from server.store.store import EventTuple
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 4008
+BACKLOG_PAGE = 5000
+HUB = web.AppKey("ws_hub", weakref.WeakSet)
+
+
+class Subscription:
+    """One execution or session subscription of one connection."""
+
+    def __init__(
+        self, conn: Connection, sub_id: str, *, execution_id: str | None, session_id: str | None, cursor: int
+    ) -> None:
+        self.conn = conn
+        self.id = sub_id
+        self.execution_id = execution_id
+        self.session_id = session_id
+        self.cursor = cursor  # last seq (execution) or last event id (session) sent
+        self.live = False  # False while the backlog is being read
+        self.buffer: list[tuple[str, str, Sequence[EventTuple]]] = []
+        self.pending: list[dict[str, Any]] = []  # messages held back during the backlog
+        self.done = False
+
+    # -- bus callbacks (event loop thread) --------------------------------------------
+
+    def on_events(self, execution_id: str, session_id: str, rows: Sequence[EventTuple]) -> None:
+        if self.done:
+            return
+        if not self.live:
+            self.buffer.append((execution_id, session_id, rows))
+            return
+        self._send_rows(execution_id, session_id, rows, block=False)
+
+    def on_execution(self, execution: dict[str, Any]) -> None:
+        if self.done:
+            return
+        if self.execution_id is not None and execution["status"] == "running":
+            return  # execution subscribers hear only the end
+        msg = {"type": "execution", "subscription": self.id, "execution": execution}
+        if not self.live:
+            self.pending.append(msg)
+            return
+        self.conn.push(msg)
+        if self.execution_id is not None:
+            self.finish()
+
+    def on_session(self, session: dict[str, Any]) -> None:
+        if self.done:
+            return
+        msg = {"type": "session", "subscription": self.id, "session": session}
+        if not self.live:
+            self.pending.append(msg)
+        else:
+            self.conn.push(msg)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _fresh(self, rows: Sequence[EventTuple | tuple[Any, ...]]) -> list[Any]:
+        key = 3 if self.execution_id is not None else 0  # seq for executions, id for sessions
+        if len(rows[0]) == 6 and key == 3:
+            key = 2  # stored rows have no session_id column
+        cursor = self.cursor
+        if rows[0][key] > cursor:
+            fresh = list(rows)
+        else:
+            fresh = [r for r in rows if r[key] > cursor]
+        if fresh:
+            self.cursor = fresh[-1][key]
+        return fresh
+
+    def _send_rows(self, execution_id: str, session_id: str, rows: Sequence[Any], *, block: bool) -> Any:
+        fresh = self._fresh(rows)
+        if not fresh:
+            return None
+        frame = {
+            "type": "events",
+            "subscription": self.id,
+            "execution_id": execution_id,
+            "session_id": session_id,
+            "events": [event_json(r) for r in fresh],
+        }
+        if block:
+            return self.conn.push_wait(frame)
+        self.conn.push(frame)
+        return None
+
+    def finish(self) -> None:
+        self.conn.push({"type": "complete", "subscription": self.id})
+        self.conn.drop(self)
+
+    def detach(self) -> None:
+        self.done = True
+        bus = self.conn.services.bus
+        if self.execution_id is not None:
+            bus.unsubscribe_execution(self.execution_id, self)
+        if self.session_id is not None and self.execution_id is None:
+            bus.unsubscribe_session(self.session_id, self)
+
+
+class Connection:
+    def __init__(self, ws: web.WebSocketResponse, services: Services, settings: Settings) -> None:
+        self.ws = ws
+        self.services = services
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=settings.ws_queue_frames)
+        self.subs: dict[str, Subscription] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+        self._next_sub = 0
+
+    # -- outbound ----------------------------------------------------------------------
+
+    def push(self, msg: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(orjson.dumps(msg))
+        except asyncio.QueueFull:
+            self.too_slow()
+
+    async def push_wait(self, msg: dict[str, Any]) -> None:
+        if not self.closed:
+            await self.queue.put(orjson.dumps(msg))
+
+    def too_slow(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("closing a WebSocket client that cannot keep up (4008)")
+        self._spawn(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow: resume from your cursor"))
+
+    async def sender(self) -> None:
+        ws = self.ws
+        while True:
+            frame = await self.queue.get()
+            if frame is None or ws.closed:
+                return
+            await ws.send_str(frame.decode())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def reply(self, msg_id: Any, payload: dict[str, Any]) -> None:
+        self.push({**payload, "reply_to": msg_id})
+
+    def error(self, msg_id: Any, exc: errors.DomainError) -> None:
+        self.push({"type": "error", "reply_to": msg_id, "error": exc.envelope()["error"]})
+
+    # -- inbound -----------------------------------------------------------------------
+
+    def handle_text(self, text: str) -> None:
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return self.error(None, errors.InvalidRequest(f"message is not valid JSON: {exc}"))
+        if not isinstance(msg, dict):
+            return self.error(None, errors.InvalidRequest("message must be a JSON object"))
+        msg_id = msg.get("id")
+        kind = msg.get("type")
+        if kind == "ping":
+            return self.reply(msg_id, {"type": "pong"})
+        handler = {
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "execute": self.execute,
+            "run_file": self.run_file,
+            "cancel": self.cancel,
+        }.get(kind)  # type: ignore[arg-type]
+        if handler is None:
+            return self.error(
+                msg_id,
+                errors.InvalidRequest(
+                    f"unknown message type {kind!r}; expected subscribe, unsubscribe, execute, "
+                    "run_file, cancel or ping"
+                ),
+            )
+        self._spawn(self._guarded(handler, msg_id, msg))
+
+    async def _guarded(self, handler: Any, msg_id: Any, msg: dict[str, Any]) -> None:
+        try:
+            await handler(msg_id, msg)
+        except errors.DomainError as exc:
+            self.error(msg_id, exc)
+        except Exception:  # noqa: BLE001 - the socket stays open
+            log.exception("WebSocket message %r failed", msg.get("type"))
+            self.error(msg_id, errors.Internal("internal error while handling the message"))
+
+    def _sub_id(self) -> str:
+        self._next_sub += 1
+        return f"s{self._next_sub}"
+
+    async def subscribe(self, msg_id: Any, msg: dict[str, Any]) -> None:
+        if "execution_id" in msg:
+            execution_id = parse_uuid(_str(msg, "execution_id"), "execution")
+            after = _int(msg, "after_seq")
+            record = await self.services.executions.get(execution_id)
+            await self.follow_execution(
+                msg_id, execution_id, record["session_id"], after, reply_type="subscribed"
+            )
+        elif "session_id" in msg:
+            session_id = parse_uuid(_str(msg, "session_id"), "session")
+            after = _int(msg, "after_id")
+            await self.services.sessions.get(session_id)
+            await self.follow_session(msg_id, session_id, after)
+        else:
+            raise errors.ValidationError("subscribe needs execution_id or session_id")
+
+    async def follow_execution(
+        self,
+        msg_id: Any,
+        execution_id: str,
+        session_id: str,
+        after_seq: int,
+        *,
+        reply_type: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        sub = Subscription(self, self._sub_id(), execution_id=execution_id, session_id=None, cursor=after_seq)
+        self.subs[sub.id] = sub
+        self.services.bus.subscribe_execution(execution_id, sub)
+        self.reply(msg_id, {"type": reply_type, "subscription": sub.id, **(extra or {})})
+        store = self.services.store
+        while not sub.done:
+            rows = await store.list_events(
+                execution_id=execution_id, after_seq=sub.cursor, limit=BACKLOG_PAGE
+            )
+            if rows:
+                await sub._send_rows(execution_id, session_id, rows, block=True)
+            if len(rows) < BACKLOG_PAGE:
+                break
+        await self._go_live(sub)
+        if not sub.done and not any(m["type"] == "execution" for m in sub.pending):
+            record = await self.services.executions.get(execution_id)
+            if record["status"] != "running" and not sub.done:
+                # Ended before we registered: the backlog above already holds every event.
+                self.push({"type": "execution", "subscription": sub.id, "execution": record})
+                sub.finish()
+
+    async def _go_live(self, sub: Subscription) -> None:
+        for execution_id, session_id, rows in sub.buffer:
+            sub._send_rows(execution_id, session_id, rows, block=False)
+        sub.buffer.clear()
+        sub.live = True
+        pending, sub.pending = sub.pending, []
+        for m in pending:
+            self.push(m)
+            if m["type"] == "execution" and sub.execution_id is not None:
+                sub.finish()
+                return
+
+    async def follow_session(self, msg_id: Any, session_id: str, after_id: int | None) -> None:
+        sub = Subscription(
+            self, self._sub_id(), execution_id=None, session_id=session_id, cursor=after_id or 0
+        )
+        self.subs[sub.id] = sub
+        self.services.bus.subscribe_session(session_id, sub)
+        self.reply(msg_id, {"type": "subscribed", "subscription": sub.id})
+        if after_id is not None:
+            store = self.services.store
+            while not sub.done:
+                rows = await store.list_session_events(
+                    session_id=session_id, after_id=sub.cursor, limit=BACKLOG_PAGE
+                )
+                start = 0
+                while start < len(rows):  # one frame per execution run
+                    end = start
+                    while end < len(rows) and rows[end][1] == rows[start][1]:
+                        end += 1
+                    await sub._send_rows(rows[start][1], session_id, rows[start:end], block=True)
+                    start = end
+                if len(rows) < BACKLOG_PAGE:
+                    break
+        else:
+            sub.cursor = 0
+        await self._go_live(sub)
+
+    async def unsubscribe(self, msg_id: Any, msg: dict[str, Any]) -> None:
+        sub = self.subs.get(_str(msg, "subscription"))
+        if sub is None:
+            raise errors.NotFound(f"no subscription {msg.get('subscription')!r} on this socket")
+        self.drop(sub)
+        self.reply(msg_id, {"type": "unsubscribed", "subscription": sub.id})
+
+    def drop(self, sub: Subscription) -> None:
+        sub.detach()
+        self.subs.pop(sub.id, None)
+
+    async def execute(self, msg_id: Any, msg: dict[str, Any]) -> None:
+        body = _model(
+            ReplRequest, {"session_id": msg.get("session_id"), "input": msg.get("input"), "wait": False}
+        )
+        outcome = await self.services.executions.repl(body)
+        await self._accepted(msg_id, outcome.execution)
+
+    async def run_file(self, msg_id: Any, msg: dict[str, Any]) -> None:
+        fields = {k: msg[k] for k in ("session_id", "path", "args", "env") if msg.get(k) is not None}
+        body = _model(RunFileRequest, {**fields, "wait": False})
+        outcome = await self.services.executions.run_file(body)
+        await self._accepted(msg_id, outcome.execution)
+
+    async def _accepted(self, msg_id: Any, execution: dict[str, Any]) -> None:
+        await self.follow_execution(
+            msg_id,
+            execution["id"],
+            execution["session_id"],
+            0,
+            reply_type="accepted",
+            extra={"execution": execution},
+        )
+
+    async def cancel(self, msg_id: Any, msg: dict[str, Any]) -> None:
+        execution = await self.services.executions.cancel(_str(msg, "execution_id"))
+        self.reply(msg_id, {"type": "cancelled", "execution": execution})
+
+    async def close(self) -> None:
+        for sub in list(self.subs.values()):
+            self.drop(sub)
+        for task in list(self.tasks):
+            task.cancel()
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+
+def _str(msg: dict[str, Any], key: str) -> str:
+    value = msg.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise errors.ValidationError(f"{key} is required and must be a string")
+    return value
+
+
+def _int(msg: dict[str, Any], key: str) -> Any:
+    value = msg.get(key)
+    if value is None:
+        return 0 if key == "after_seq" else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise errors.ValidationError(f"{key} must be a non-negative integer")
+    return value
+
+
+def _model(model: Any, data: dict[str, Any]) -> Any:
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            value = data.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise errors.ValidationError(f"{name} is required")
+    try:
+        return model.model_validate(data)
+    except PydanticError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise errors.InvalidRequest(f"field {loc!r} has the wrong type: {first['msg'].lower()}") from None
+
+
+def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return True  # not a browser: programs and the CLI send no Origin
+    if "*" in allowed or origin in allowed:
+        return True
+    return urlsplit(origin).netloc.lower() == (request.host or "").lower()
+
+
+def setup(app: web.Application, settings: Settings) -> None:
+    hub: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+    app[HUB] = hub
+
+    async def ws_handler(request: web.Request) -> web.StreamResponse:
+        if not origin_allowed(request, settings.allowed_origins):
+            return error_response(
+                errors.Forbidden(
+                    f"WebSocket origin {request.headers.get('Origin')!r} is not allowed; "
+                    "start the server with --allowed-origins to permit it"
+                )
+            )
+        ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        hub.add(ws)
+        conn = Connection(ws, request.app[SERVICES], settings)
+        sender = asyncio.create_task(conn.sender())
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    conn.handle_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    conn.error(None, errors.InvalidRequest("binary frames are not supported"))
+        finally:
+            await conn.close()
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+        return ws
+
+    async def close_all(app: web.Application) -> None:
+        for ws in list(hub):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"server going away")
+
+    app.router.add_get("/api/v1/ws", ws_handler)
+    app.on_shutdown.append(close_all)
+    app[EXTRA_ROUTES] = (("/api/v1/ws", "GET", "WebSocket: live events, execute, cancel"),)

@@ -1,0 +1,121 @@
+"""Shared fixtures: real servers on real SQLite files (and PostgreSQL), real QuickJS workers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import create_app
+from server.config import Settings
+
+PG_URL = os.environ.get("VM_SYSTEM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    if not pg_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI but not reachable at {PG_URL}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def worktree(tmp_path: Path) -> Path:
+    wt = tmp_path / "worktree"
+    wt.mkdir()
+    return wt
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {}, db_url=str(tmp_path / "vm.db"), cache_dir=str(tmp_path / "cache")
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+class Api:
+    """Small helpers over a test client: create templates and sessions in one call."""
+
+    def __init__(self, client: TestClient, worktree: Path) -> None:
+        self.client = client
+        self.worktree = worktree
+
+    async def template(self, name: str | None = None, **settings: Any) -> dict[str, Any]:
+        r = await self.client.post("/api/v1/templates", json={"name": name or f"t-{uuid.uuid4()}"})
+        assert r.status == 201, await r.text()
+        tpl = await r.json()
+        if settings:
+            r = await self.client.patch(f"/api/v1/templates/{tpl['id']}", json={"settings": settings})
+            assert r.status == 200, await r.text()
+        return tpl
+
+    async def session(self, template_id: str | None = None, **limits: Any) -> dict[str, Any]:
+        if template_id is None:
+            template_id = (await self.template(limits=limits) if limits else await self.template())["id"]
+        r = await self.client.post(
+            "/api/v1/sessions",
+            json={
+                "template_id": template_id,
+                "workspace_id": "ws",
+                "base_commit_oid": "abc123",
+                "worktree_path": str(self.worktree),
+            },
+        )
+        assert r.status == 201, await r.text()
+        return await r.json()
+
+    async def repl(self, session_id: str, code: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+        r = await self.client.post(
+            "/api/v1/executions/repl", json={"session_id": session_id, "input": code, **extra}
+        )
+        return r.status, await r.json()
+
+    async def value(self, session_id: str, code: str) -> dict[str, Any]:
+        status, body = await self.repl(session_id, code)
+        assert status == 201, body
+        assert body["status"] == "ok", body
+        return body["result"]
+
+
+@pytest.fixture
+def api(client: TestClient, worktree: Path) -> Api:
+    return Api(client, worktree)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
