@@ -1,0 +1,633 @@
+"""Tests of the worker-side engine (server/runtime/engine.py) against real QuickJS."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from server.runtime.engine import JsEngine, Outcome
+
+
+class Harness:
+    """A JsEngine with recording host callables and a small event loop."""
+
+    def __init__(self) -> None:
+        self.engine = JsEngine()
+        self.logs: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, str, list]] = []
+        self.console_reply: str | None = None
+        self.replies: dict[tuple[str, str], dict] = {}
+        self.engine.bind_host(console=self._console, host_call=self._host_call)
+        self.engine.configure(modules={}, strict=False, esm=False)
+
+    def _console(self, level: str, text: str) -> str | None:
+        self.logs.append((level, text))
+        return self.console_reply
+
+    def _host_call(self, module: str, function: str, args_json: str) -> str:
+        self.calls.append((module, function, json.loads(args_json)))
+        return json.dumps(self.replies.get((module, function), {"ok": None}))
+
+    def run(
+        self,
+        source: str,
+        *,
+        kind: str = "repl",
+        args: dict | None = None,
+        env: dict | None = None,
+        timeout: float = 5.0,
+    ) -> Outcome | None:
+        """Start an execution and drive it to its end; None if it can never finish."""
+        self.engine.start(kind=kind, source=source, filename="input.js", args=args or {}, env=env or {})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.engine.poll()
+            if result is None or isinstance(result, Outcome):
+                return result
+            assert isinstance(result, float) and result >= 0
+            time.sleep(result)
+            self.engine.run_due_timers()
+        raise AssertionError("execution did not finish in time")
+
+    def value(self, source: str, **kw: object) -> dict:
+        out = self.run(source, **kw)  # type: ignore[arg-type]
+        assert out is not None and out.kind == "value", out
+        return out.payload
+
+    def exception(self, source: str, **kw: object) -> dict:
+        out = self.run(source, **kw)  # type: ignore[arg-type]
+        assert out is not None and out.kind == "exception", out
+        return out.payload
+
+    def texts(self) -> list[str]:
+        return [text for _, text in self.logs]
+
+
+@pytest.fixture(scope="module")
+def shared() -> Harness:
+    return Harness()
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+# ---------------------------------------------------------------- value payloads
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("undefined", {"type": "undefined", "preview": "undefined", "json": None}),
+        ("null", {"type": "null", "preview": "null", "json": None}),
+        ("true", {"type": "boolean", "preview": "true", "json": True}),
+        ("42", {"type": "number", "preview": "42", "json": 42}),
+        ("1.5", {"type": "number", "preview": "1.5", "json": 1.5}),
+        ("NaN", {"type": "number", "preview": "NaN", "json": None}),
+        ("'hello'", {"type": "string", "preview": "hello", "json": "hello"}),
+        ("10n", {"type": "bigint", "preview": "10"}),
+        ("Symbol('x')", {"type": "symbol", "preview": "Symbol(x)"}),
+        ("function f() {}; f", {"type": "function", "preview": "[Function: f]"}),
+        ("(() => 1)", {"type": "function", "preview": "[Function (anonymous)]"}),
+        ("class Foo {}; Foo", {"type": "function", "preview": "[class Foo]"}),
+        ("[1, 2, 3]", {"type": "array", "preview": "[ 1, 2, 3 ]", "json": [1, 2, 3]}),
+        (
+            "({a: 1, b: [1, 2]})",
+            {"type": "object", "preview": "{ a: 1, b: [ 1, 2 ] }", "json": {"a": 1, "b": [1, 2]}},
+        ),
+        ("({b: 1, a: 2})", {"type": "object", "preview": "{ b: 1, a: 2 }", "json": {"b": 1, "a": 2}}),
+        (
+            "new Date(0)",
+            {
+                "type": "date",
+                "preview": "1970-01-01T00:00:00.000Z",
+                "json": "1970-01-01T00:00:00.000Z",
+            },
+        ),
+        ("/a/g", {"type": "regexp", "preview": "/a/g", "json": {}}),
+        ("new Map([['a', 1]])", {"type": "map", "preview": "Map(1) { 'a' => 1 }", "json": {}}),
+        ("new Set([1, 2])", {"type": "set", "preview": "Set(2) { 1, 2 }", "json": {}}),
+        ("Promise.resolve(5)", {"type": "promise", "preview": "Promise { 5 }", "json": {}}),
+        (
+            "[undefined, () => 1]",
+            {"type": "array", "preview": "[ undefined, [Function (anonymous)] ]", "json": [None, None]},
+        ),
+    ],
+)
+def test_value_payloads(shared: Harness, source: str, expected: dict) -> None:
+    assert shared.value(source) == expected
+
+
+def test_error_value_payload(h: Harness) -> None:
+    payload = h.value("new TypeError('bad thing')")
+    assert payload["type"] == "error"
+    assert payload["preview"].startswith("TypeError: bad thing")
+    assert payload["json"] == {}
+
+
+def test_cycle_has_no_json(h: Harness) -> None:
+    payload = h.value("const o = {}; o.self = o; o")
+    assert payload == {"type": "object", "preview": "<ref *1> { self: [Circular *1] }"}
+
+
+def test_preview_is_cut_json_is_not(h: Harness) -> None:
+    payload = h.value("'x'.repeat(20000)")
+    assert payload["preview"] == "x" * 10000
+    assert payload["json"] == "x" * 20000
+
+
+def test_json_follows_stringify_semantics(h: Harness) -> None:
+    payload = h.value("({toJSON() { return {z: 1} }})")
+    assert payload["json"] == {"z": 1}
+    assert "json" not in h.value("({toJSON() { throw new Error('no') }})")
+    assert h.value("[2 ** 64]")["json"] == [18446744073709551616]
+
+
+# ---------------------------------------------------------------- inspector
+
+
+@pytest.mark.parametrize(
+    ("source", "preview"),
+    [
+        ("[Symbol('x'), 1n, -0, 'it\\'s']", '[ Symbol(x), 1n, -0, "it\'s" ]'),
+        ("['a', 'b\\n']", "[ 'a', 'b\\n' ]"),
+        ("class Foo { constructor() { this.x = 1 } }; new Foo()", "Foo { x: 1 }"),
+        ("Object.create(null)", "[Object: null prototype] {}"),
+        ("({a: {b: {c: {d: 1}}}})", "{ a: { b: { c: [Object] } } }"),
+        ("[[[[1]]]]", "[ [ [ [Array] ] ] ]"),
+        ("({get g() { return 1 }, set s(v) {}})", "{ g: [Getter], s: [Setter] }"),
+        ("({'a-b': 1, [Symbol('s')]: 2})", "{ 'a-b': 1, [Symbol(s)]: 2 }"),
+        ("[1, , 3]", "[ 1, <1 empty item>, 3 ]"),
+        ("new Uint8Array(3)", "Uint8Array(3) [ 0, 0, 0 ]"),
+        ("async function af() {}; af", "[AsyncFunction: af]"),
+        ("new Promise(() => {}).x = 1; [new Promise(() => {})]", "[ Promise { <pending> } ]"),
+        ("new Number(3)", "[Number: 3]"),
+        ("new WeakMap()", "WeakMap { <items unknown> }"),
+        ("class B extends Array {}; B", "[class B extends Array]"),
+    ],
+)
+def test_inspect_forms(shared: Harness, source: str, preview: str) -> None:
+    assert shared.value(source)["preview"] == preview
+
+
+def test_inspect_breaks_long_objects_like_node(h: Harness) -> None:
+    payload = h.value("({a: 'x'.repeat(30), b: 'y'.repeat(30), c: 'z'.repeat(10)})")
+    assert payload["preview"] == (
+        "{\n  a: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx',\n  b: 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy',\n"
+        "  c: 'zzzzzzzzzz'\n}"
+    )
+    numbers = h.value("Array.from({length: 30}, (_, i) => i * 3)")["preview"]
+    assert numbers.splitlines()[:2] == ["[", "   0,  3,  6,  9, 12, 15, 18, 21, 24,"]
+
+
+def test_inspect_long_arrays(h: Harness) -> None:
+    preview = h.value("Array.from({length: 120}, () => 0)")["preview"]
+    assert preview.endswith("... 20 more items\n]")
+
+
+def test_inspect_settled_promises(h: Harness) -> None:
+    h.run("var p1 = Promise.resolve(5); var p2 = Promise.reject(new Error('x')); p2.catch(() => {})")
+    assert h.value("p1")["preview"] == "Promise { 5 }"
+    preview = h.value("[p2]")["preview"]
+    assert preview.startswith("[\n  Promise {\n    <rejected> Error: x")
+    assert h.value("async function g() { return 7 }; var p3 = g(); 1")["preview"] == "1"
+    h.run("console.log(p3)")
+    h.run("console.log(p3)")
+    assert h.texts()[-1] == "Promise { 7 }"
+
+
+# ---------------------------------------------------------------- console
+
+
+def test_console_formatting(h: Harness) -> None:
+    h.run(
+        "console.log('sum', 20);"
+        "console.log({a: 1, b: [1, 2]});"
+        "console.log('%s is %d years', 'Bob', 42.5);"
+        "console.log('%i|%f|%j|%%|%c.', 42.9, '1.5', {a: 1}, 'color: red');"
+        "console.log(1, 'two', [3]);"
+        "console.log('%s', {a: 1}, null);"
+        "console.log('no args %s');"
+        "console.log();"
+    )
+    assert h.texts() == [
+        "sum 20",
+        "{ a: 1, b: [ 1, 2 ] }",
+        "Bob is 42.5 years",
+        '42|1.5|{"a":1}|%|.',
+        "1 two [ 3 ]",
+        "{ a: 1 } null",
+        "no args %s",
+        "",
+    ]
+
+
+def test_console_levels(h: Harness) -> None:
+    h.run("for (const l of ['log', 'info', 'warn', 'error', 'debug']) console[l](l + '!')")
+    assert h.logs == [(lvl, f"{lvl}!") for lvl in ("log", "info", "warn", "error", "debug")]
+    h.logs.clear()
+    h.run("console.dir({a: {b: {c: {}}}}); console.table([1]); console.assert(1 === 2, 'nope')")
+    assert h.logs == [
+        ("log", "{ a: { b: { c: {} } } }"),
+        ("log", "[ 1 ]"),
+        ("warn", "Assertion failed: nope"),
+    ]
+
+
+def test_console_shows_errors_with_stack(h: Harness) -> None:
+    h.run("function thrower() { return new RangeError('r') }\nconsole.log(thrower())")
+    text = h.texts()[0]
+    assert text.startswith("RangeError: r\n    at thrower")
+
+
+def test_console_reply_makes_console_throw(h: Harness) -> None:
+    h.console_reply = "output limit reached"
+    payload = h.exception("console.log('a'); 'never'")
+    assert payload["message"] == "Error: output limit reached"
+    assert h.texts() == ["a"]
+    h.console_reply = None
+    assert h.value("1 + 1")["preview"] == "2"
+
+
+def test_console_host_that_raises_does_not_break_engine() -> None:
+    engine = JsEngine()
+
+    def bad_console(level: str, text: str) -> str | None:
+        raise RuntimeError("boom")
+
+    engine.bind_host(console=bad_console, host_call=lambda m, f, a: '{"ok": null}')
+    engine.start(kind="repl", source="console.log('x')", filename="", args={}, env={})
+    out = engine.poll()
+    assert isinstance(out, Outcome) and out.kind == "exception"
+    assert "console host failed" in out.payload["message"]
+    engine.start(kind="repl", source="2 + 2", filename="", args={}, env={})
+    assert engine.poll() == Outcome("value", {"type": "number", "preview": "4", "json": 4})
+
+
+def test_console_lone_surrogates_are_replaced(h: Harness) -> None:
+    h.run("console.log('a\\ud800b')")
+    assert h.texts() == ["a\ufffdb"]
+
+
+# ---------------------------------------------------------------- exceptions
+
+
+def test_type_error_has_name_message_and_stack(h: Harness) -> None:
+    payload = h.exception("function f() {\n  return null.x\n}\nf()")
+    assert payload["name"] == "TypeError"
+    assert payload["message"].startswith("TypeError: ")
+    assert payload["stack"].startswith(payload["message"] + "\n    at f")
+    assert "start" not in payload["stack"]  # prelude frames are not shown
+
+
+def test_reference_error_message(h: Harness) -> None:
+    payload = h.exception("x_not_defined")
+    assert payload["name"] == "ReferenceError"
+    assert payload["message"] == "ReferenceError: x_not_defined is not defined"
+
+
+def test_thrown_non_errors(h: Harness) -> None:
+    assert h.exception("throw 42") == {"message": "Uncaught 42"}
+    assert h.exception("throw 'text'") == {"message": "Uncaught 'text'"}
+    assert h.exception("throw {code: 1}") == {"message": "Uncaught { code: 1 }"}
+
+
+def test_syntax_errors(h: Harness) -> None:
+    fast = h.exception("1 +")
+    assert fast["name"] == "SyntaxError" and fast["message"].startswith("SyntaxError: ")
+    parsed = h.exception("let = = 1")
+    assert parsed["name"] == "SyntaxError" and parsed["message"].startswith("SyntaxError: ")
+    assert h.value("1")["preview"] == "1"
+
+
+def test_custom_error_class(h: Harness) -> None:
+    payload = h.exception(
+        "class MyErr extends Error { constructor(m) { super(m); this.name = 'MyErr' } }\n"
+        "throw new MyErr('custom')"
+    )
+    assert payload["name"] == "MyErr"
+    assert payload["message"] == "MyErr: custom"
+
+
+# ---------------------------------------------------------------- REPL semantics
+
+
+def test_var_and_function_persist(h: Harness) -> None:
+    assert h.value("var x = 40")["type"] == "undefined"
+    assert h.value("x + 2")["preview"] == "42"
+    h.run("function double(n) { return n * 2 }")
+    assert h.value("double(x)")["json"] == 80
+
+
+def test_let_const_class_persist_and_redeclare(h: Harness) -> None:
+    assert h.value("let a = 1")["type"] == "undefined"
+    assert h.value("a")["json"] == 1
+    assert h.value("let a = 2; a")["json"] == 2
+    assert h.value("a")["json"] == 2
+    h.run("const c = 'first'")
+    h.run("const c = 'second'")
+    assert h.value("c")["json"] == "second"
+    h.run("class A { hi() { return 'v1' } }")
+    h.run("class A { hi() { return 'v2' } }")
+    assert h.value("new A().hi()")["json"] == "v2"
+    assert h.value("let {p, q: [r]} = {p: 1, q: [2]}; p + r")["json"] == 3
+    assert h.value("p * 10 + r")["json"] == 12
+
+
+def test_completion_value_is_last_expression(h: Harness) -> None:
+    assert h.value("1; 2")["json"] == 2
+    assert h.value("let z = 5; z * 2")["json"] == 10
+    assert h.value("if (true) { 'yes' } else { 'no' }")["json"] == "yes"
+    assert h.value("3 // trailing comment")["json"] == 3
+
+
+def test_object_literal_input(h: Harness) -> None:
+    assert h.value("{a: 1}") == {"type": "object", "preview": "{ a: 1 }", "json": {"a": 1}}
+    assert h.value("{}")["preview"] == "{}"
+    assert h.value("{ let blockScoped = 1; }")["type"] == "undefined"
+
+
+def test_top_level_await(h: Harness) -> None:
+    assert h.value("await Promise.resolve(5)")["json"] == 5
+    assert h.value("const x = await Promise.resolve(7); x")["json"] == 7
+    assert h.value("x")["json"] == 7
+    assert h.value("let y = await 1; let y2 = y + 1")["type"] == "undefined"
+    assert h.value("y2")["json"] == 2
+    h.run("async function af() { return 'af' }\nclass K {}\nvar v = await af()")
+    assert h.value("[v, typeof K, typeof af]")["json"] == ["af", "function", "function"]
+    assert h.value("for (var i = 0; i < 3; i++) { await null }\ni")["json"] == 3
+    assert h.value("await 1; Promise.resolve(9)")["preview"] == "Promise { 9 }"
+    assert h.value("await 1; 'a'; // comment")["json"] == "a"
+
+
+def test_top_level_await_rejection(h: Harness) -> None:
+    payload = h.exception("await Promise.reject(new TypeError('no'))")
+    assert payload["name"] == "TypeError" and payload["message"] == "TypeError: no"
+
+
+def test_await_with_timer(h: Harness) -> None:
+    start = time.monotonic()
+    payload = h.value("await new Promise(r => setTimeout(() => r('done'), 30))")
+    assert payload["json"] == "done"
+    assert time.monotonic() - start >= 0.025
+
+
+def test_rejected_completion_promise_is_exception(h: Harness) -> None:
+    payload = h.exception("Promise.reject(new Error('x'))")
+    assert payload["message"] == "Error: x"
+
+
+def test_promise_jobs_run_before_the_end(h: Harness) -> None:
+    payload = h.value(
+        "Promise.resolve().then(() => console.log('job')); queueMicrotask(() => console.log('micro')); 'sync'"
+    )
+    assert payload["json"] == "sync"
+    assert h.texts() == ["job", "micro"]
+
+
+def test_never_settling_promise_polls_none(h: Harness) -> None:
+    h.engine.start(kind="repl", source="new Promise(() => {})", filename="", args={}, env={})
+    assert h.engine.poll() is None
+    assert h.engine.poll() is None
+    h.engine.clear()
+    assert h.value("1 + 1")["json"] == 2
+
+
+# ---------------------------------------------------------------- timers
+
+
+def test_set_timeout_runs_before_the_outcome(h: Harness) -> None:
+    h.engine.start(
+        kind="repl", source="setTimeout(() => console.log('later'), 10); 'now'", filename="", args={}, env={}
+    )
+    first = h.engine.poll()
+    assert isinstance(first, float) and 0 < first <= 0.011
+    assert h.logs == []
+    deadline = time.monotonic() + 2
+    result: object = first
+    while not isinstance(result, Outcome) and time.monotonic() < deadline:
+        assert isinstance(result, float)
+        time.sleep(result)
+        h.engine.run_due_timers()
+        result = h.engine.poll()
+    assert h.texts() == ["later"]
+    assert result == Outcome("value", {"type": "string", "preview": "now", "json": "now"})
+
+
+def test_timer_order(h: Harness) -> None:
+    h.run(
+        "setTimeout(() => console.log('b'), 20);"
+        "setTimeout(() => console.log('a'), 5);"
+        "setTimeout(() => { console.log('c'); Promise.resolve().then(() => console.log('c-job')) }, 20);"
+        "setTimeout(() => console.log('d'), 20);"
+        "setImmediate(() => console.log('immediate'));"
+    )
+    assert h.texts() == ["immediate", "a", "b", "c", "c-job", "d"]
+
+
+def test_set_interval_and_clear_interval(h: Harness) -> None:
+    payload = h.value(
+        "let n = 0; const handle = setInterval((step) => { n += step; console.log('tick', n);"
+        " if (n === 3) clearInterval(handle) }, 5, 1); 'started'"
+    )
+    assert payload["json"] == "started"
+    assert h.texts() == ["tick 1", "tick 2", "tick 3"]
+    assert h.value("n")["json"] == 3
+
+
+def test_clear_timeout(h: Harness) -> None:
+    h.run("const t = setTimeout(() => console.log('no'), 5); clearTimeout(t); 'x'")
+    assert h.logs == []
+
+
+def test_timer_exception_ends_execution(h: Harness) -> None:
+    payload = h.exception(
+        "setTimeout(() => { throw new Error('first') }, 5);"
+        "setTimeout(() => { throw new Error('second') }, 5);"
+        "setInterval(() => {}, 1000); 'value'"
+    )
+    assert payload["message"] == "Error: first"
+    # the remaining timers were dropped: the next execution finishes at once
+    assert h.value("'next'")["json"] == "next"
+
+
+def test_clear_drops_timers(h: Harness) -> None:
+    h.engine.start(
+        kind="repl", source="setInterval(() => console.log('tick'), 1)", filename="", args={}, env={}
+    )
+    assert isinstance(h.engine.poll(), float)
+    h.engine.clear()
+    time.sleep(0.01)
+    h.engine.run_due_timers()
+    assert h.logs == []
+    assert h.value("'after'")["json"] == "after"
+
+
+# ---------------------------------------------------------------- run_file / startup / modes
+
+
+def test_run_file_args_env_and_value(h: Harness) -> None:
+    payload = h.value(
+        "#!/usr/bin/env node\nconst greeting = 'hi ' + __ARGS__.name;\n"
+        "console.log(greeting, __ENV__.MODE);\ngreeting",
+        kind="run_file",
+        args={"name": "bob"},
+        env={"MODE": "test"},
+    )
+    assert payload["json"] == "hi bob"
+    assert h.texts() == ["hi bob test"]
+    assert h.value("greeting")["json"] == "hi bob"  # top-level const persists
+
+
+def test_startup_state_visible_to_repl(h: Harness) -> None:
+    h.run("var counter = 10; function bump() { return ++counter }", kind="startup")
+    assert h.value("bump()")["json"] == 11
+
+
+def test_strict_mode(h: Harness) -> None:
+    h.engine.configure(modules={}, strict=True, esm=False)
+    payload = h.exception("undeclared_var = 1")
+    assert payload["name"] == "ReferenceError"
+    h.run("var sv = 1; let sl = 2; function sf() { return this }")
+    assert h.value("[sv, sl, sf() === undefined]")["json"] == [1, 2, True]
+    assert h.value("await Promise.resolve(sv + sl)")["json"] == 3
+
+
+def test_esm_run_file(h: Harness) -> None:
+    h.engine.configure(modules={}, strict=False, esm=True)
+    payload = h.value("export const m = 1; console.log('module', __ARGS__.n)", kind="run_file", args={"n": 3})
+    assert payload["type"] == "undefined"
+    assert h.texts() == ["module 3"]
+    failure = h.exception("undefined_in_module()", kind="run_file")
+    assert failure["name"] == "ReferenceError"
+    assert h.value("40 + 2")["json"] == 42  # repl input still works
+
+
+# ---------------------------------------------------------------- require / libraries / memory
+
+
+def test_require_enabled_module(h: Harness) -> None:
+    h.engine.configure(modules={"fs": ["readFileSync", "existsSync"]}, strict=False, esm=False)
+    h.replies[("fs", "readFileSync")] = {"ok": "file contents"}
+    h.replies[("fs", "existsSync")] = {"error": {"name": "TypeError", "message": "bad path"}}
+    payload = h.value("const fs = require('fs'); fs.readFileSync('a.txt', 'utf8')")
+    assert payload["json"] == "file contents"
+    assert h.calls == [("fs", "readFileSync", ["a.txt", "utf8"])]
+    err = h.exception("fs.existsSync('/etc')")
+    assert err["name"] == "TypeError" and err["message"] == "TypeError: bad path"
+    assert h.value("try { fs.existsSync('x') } catch (e) { e instanceof TypeError }")["json"]
+    assert h.value("Object.keys(require('fs'))")["json"] == ["readFileSync", "existsSync"]
+
+
+def test_require_disabled_module(h: Harness) -> None:
+    h.engine.configure(modules={"fs": ["readFileSync"]}, strict=False, esm=False)
+    for name in ("exec", "path", "./local.js"):
+        payload = h.exception(f"require({name!r})")
+        assert payload["name"] == "Error"
+        assert "Invalid module" in payload["message"]
+    assert h.calls == []
+
+
+def test_host_call_that_raises_becomes_js_error() -> None:
+    engine = JsEngine()
+
+    def bad_call(module: str, function: str, args_json: str) -> str:
+        raise OSError("disk on fire")
+
+    engine.bind_host(console=lambda lvl, text: None, host_call=bad_call)
+    engine.configure(modules={"fs": ["readFileSync"]}, strict=False, esm=False)
+    engine.start(kind="repl", source="require('fs').readFileSync('x')", filename="", args={}, env={})
+    out = engine.poll()
+    assert isinstance(out, Outcome) and out.kind == "exception"
+    assert "disk on fire" in out.payload["message"]
+
+
+def test_load_library_umd(h: Harness) -> None:
+    umd = """
+    (function (global, factory) {
+      typeof exports === 'object' && typeof module !== 'undefined' ? module.exports = factory() :
+      typeof define === 'function' && define.amd ? define(factory) :
+      (global = typeof globalThis !== 'undefined' ? globalThis : global || self,
+       global.tinylib = factory());
+    })(this, (function () { 'use strict';
+      const VERSION = '1.0.0';
+      return { VERSION, add: (a, b) => a + b };
+    }));
+    """
+    assert h.engine.load_library(umd, "tinylib-1.0.0.js") is None
+    assert h.value("tinylib.add(2, 3) + tinylib.VERSION")["json"] == "51.0.0"
+    failure = h.engine.load_library("throw new Error('broken lib')", "broken.js")
+    assert failure is not None and failure["message"] == "Error: broken lib"
+    syntax = h.engine.load_library("function (", "bad.js")
+    assert syntax is not None and syntax["name"] == "SyntaxError"
+
+
+def test_memory_limit(h: Harness) -> None:
+    h.engine.set_memory_limit(64 * 1024 * 1024)
+    payload = h.exception(
+        "function fill() { const big = []; for (let i = 0; i < 1e8; i++) big.push('x' + i) }\nfill()"
+    )
+    assert "out of memory" in payload["message"]
+    assert h.value("1 + 1")["json"] == 2
+    assert "out of memory" in h.exception("new Array(1e8).fill(1.5)")["message"]
+    assert h.value("let after = [1, 2]; after")["json"] == [1, 2]
+    assert h.exception("throw null") == {"message": "Uncaught null"}
+    h.engine.set_memory_limit(0)
+    assert h.value("new Array(1e6).fill(0).length")["json"] == 1000000
+
+
+def test_works_after_fork() -> None:
+    engine = JsEngine()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_fd)
+            logs: list[str] = []
+            engine.bind_host(
+                console=lambda lvl, text: logs.append(text), host_call=lambda m, f, a: '{"ok": null}'
+            )
+            engine.configure(modules={}, strict=False, esm=False)
+            engine.start(
+                kind="repl",
+                source="setTimeout(() => console.log('tick'), 5); 1 + 1",
+                filename="",
+                args={},
+                env={},
+            )
+            result = engine.poll()
+            while isinstance(result, float):
+                time.sleep(result)
+                engine.run_due_timers()
+                result = engine.poll()
+            assert isinstance(result, Outcome)
+            os.write(write_fd, json.dumps([result.payload, logs]).encode())
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as reader:
+        data = reader.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    payload, logs = json.loads(data)
+    assert payload == {"type": "number", "preview": "2", "json": 2}
+    assert logs == ["tick"]
+
+
+def test_fast_path_is_fast(h: Harness) -> None:
+    engine = h.engine
+    for _ in range(100):
+        engine.start(kind="repl", source="1+1", filename="", args={}, env={})
+        engine.poll()
+    n = 2000
+    started = time.perf_counter()
+    for _ in range(n):
+        engine.start(kind="repl", source="1+1", filename="", args={}, env={})
+        engine.poll()
+    per_call = (time.perf_counter() - started) / n
+    assert per_call < 200e-6  # measured ~6 µs; generous bound for loaded CI machines
