@@ -56,6 +56,7 @@ class _Pending:
     on_events: Callable[[EventBatch], None]
     future: asyncio.Future[RunResult]
     kill_code: str | None = None
+    cpu_ms: float = 0.0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
@@ -255,6 +256,7 @@ class WorkerHandle:
                         )
                 elif kind == "stuck":
                     if pending is not None and pending.exec_id == msg[1]:
+                        pending.cpu_ms = msg[3]
                         self._kill_for(pending, msg[2])
                 elif kind in ("ready", "init_failed"):
                     fut = self._init_future
@@ -286,6 +288,7 @@ class WorkerHandle:
                         outcome=None,
                         code=code,
                         killed=True,
+                        cpu_ms=pending.cpu_ms,
                         detail="" if pending.kill_code else "the session worker process died",
                     )
                 )

@@ -83,6 +83,9 @@ class Worker:
         self.run: Run | None = None
         self.modules: Any = None
         self.worktree = "."
+        # The reader sleeps in select() without a timeout while idle; a byte on this pipe wakes
+        # it when a run starts so it can begin watching.
+        self._wake_r, self._wake_w = os.pipe()
 
     # ------------------------------------------------------------- sending
 
@@ -151,9 +154,12 @@ class Worker:
             run = self.run
             timeout = WATCH_INTERVAL_S if run is not None else None
             try:
-                ready, _, _ = select.select([self.sock], [], [], timeout)
+                ready, _, _ = select.select([self.sock, self._wake_r], [], [], timeout)
             except (OSError, ValueError):
                 return
+            if self._wake_r in ready:
+                os.read(self._wake_r, 64)
+                continue
             if ready:
                 msg = protocol.recv_blocking(self.sock)
                 if msg is None or msg[0] == "shutdown":
@@ -185,7 +191,7 @@ class Worker:
                 run.reported_stuck = True
                 with contextlib.suppress(OSError):
                     self.flush()
-                    self.send(("stuck", run.exec_id, code))
+                    self.send(("stuck", run.exec_id, code, round(run.cpu_used() * 1000, 3)))
 
     # ------------------------------------------------------------- main thread
 
@@ -233,6 +239,7 @@ class Worker:
         if "mem_mb" in (spec.get("limits") or {}):
             self.set_limits(spec["limits"]["mem_mb"] or 0)
         self.run = run
+        os.write(self._wake_w, b"!")
         outcome: Any = None
         code: str | None = None
         try:
