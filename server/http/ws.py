@@ -36,6 +36,8 @@ from server.store.store import EventTuple
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008
+_CLOSE_SLOW = b"\x00close"
+CLOSE_WAIT_S = 10.0
 BACKLOG_PAGE = 5000
 HUB = web.AppKey("ws_hub", weakref.WeakSet)
 
@@ -161,13 +163,21 @@ class Connection:
             return
         self.closed = True
         log.info("closing a WebSocket client that cannot keep up (4008)")
-        self._spawn(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow: resume from your cursor"))
+        # Drop what is queued (the client resumes from its cursor) and let the sender close.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(_CLOSE_SLOW)
+        for sub in list(self.subs.values()):
+            self.drop(sub)
 
     async def sender(self) -> None:
         ws = self.ws
         while True:
             frame = await self.queue.get()
             if frame is None or ws.closed:
+                return
+            if frame is _CLOSE_SLOW:
+                await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow: resume from your cursor")
                 return
             await ws.send_str(frame.decode())
 
@@ -353,9 +363,10 @@ class Connection:
             self.drop(sub)
         for task in list(self.tasks):
             task.cancel()
-        self.closed = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
 
 
 def _str(msg: dict[str, Any], key: str) -> str:
@@ -422,7 +433,11 @@ def setup(app: web.Application, settings: Settings) -> None:
                     conn.error(None, errors.InvalidRequest("binary frames are not supported"))
         finally:
             await conn.close()
-            sender.cancel()
+            if not sender.done():
+                # Give a pending close frame (4008) a moment to go out before tearing down.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(sender), CLOSE_WAIT_S)
+                sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
         return ws

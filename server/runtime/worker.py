@@ -30,6 +30,10 @@ WATCH_INTERVAL_S = 0.002
 STUCK_GRACE_S = 0.05  # how long code may keep running after a cancel / output limit
 
 
+class _Skip(Exception):
+    """Internal: leave the run before starting any JavaScript."""
+
+
 class Run:
     """Mutable state of the execution in progress (shared with the reader thread)."""
 
@@ -86,6 +90,10 @@ class Worker:
         # The reader sleeps in select() without a timeout while idle; a byte on this pipe wakes
         # it when a run starts so it can begin watching.
         self._wake_r, self._wake_w = os.pipe()
+        # A cancel can overtake its run (the reader sees it before the main thread dequeues
+        # the run); remember it so the run starts out cancelled.
+        self._cancel_lock = threading.Lock()
+        self._early_cancel: set[str] = set()
 
     # ------------------------------------------------------------- sending
 
@@ -165,11 +173,15 @@ class Worker:
                 if msg is None or msg[0] == "shutdown":
                     os._exit(0)  # the server closed our channel: nothing left to do
                 if msg[0] == "cancel":
-                    run = self.run
-                    if run is not None and run.exec_id == msg[1] and not run.cancelled:
-                        run.cancel_at = time.monotonic()
-                        run.cancelled = True
-                        self.wake.set()
+                    with self._cancel_lock:
+                        run = self.run
+                        if run is not None and run.exec_id == msg[1]:
+                            if not run.cancelled:
+                                run.cancel_at = time.monotonic()
+                                run.cancelled = True
+                                self.wake.set()
+                        else:
+                            self._early_cancel.add(msg[1])
                     continue
                 self.commands.put(msg)
                 continue
@@ -238,11 +250,20 @@ class Worker:
         self.wake.clear()
         if "mem_mb" in (spec.get("limits") or {}):
             self.set_limits(spec["limits"]["mem_mb"] or 0)
-        self.run = run
+        with self._cancel_lock:
+            self.run = run
+            if self._early_cancel:
+                if run.exec_id in self._early_cancel:
+                    run.cancelled = True
+                    run.cancel_at = time.monotonic()
+                self._early_cancel.clear()
         os.write(self._wake_w, b"!")
         outcome: Any = None
         code: str | None = None
         try:
+            if run.cancelled:  # cancelled before it began: do not start the code at all
+                code = "CANCELLED"
+                raise _Skip
             run.in_js = True
             eng.start(
                 kind=spec["kind"],
@@ -275,6 +296,8 @@ class Worker:
                 eng.run_due_timers()
                 res = eng.poll()
                 run.in_js = False
+        except _Skip:
+            pass
         finally:
             run.in_js = False
             if code is not None or outcome is None:
