@@ -89,8 +89,9 @@ class JsEngine:
     # ------------------------------------------------------------------ host callables
     def _console_cb(self, level: Any, text: Any) -> str | None:
         try:
-            result = self._console(str(level), str(text))
-            return result if isinstance(result, str) else None
+            # The binding hands over JS strings as str already: no conversion on this hot path.
+            result = self._console(level, text)
+            return result if result is None or type(result) is str else None
         except BaseException as exc:  # noqa: BLE001 - must never raise into QuickJS
             return f"console host failed: {exc!r}"
 

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import orjson
+from orjson import dumps
 
 from server.clock import now_iso
 from server.runtime import protocol
@@ -113,6 +114,7 @@ class Worker:
     # ------------------------------------------------------------- host callbacks
 
     def console(self, level: str, text: str) -> str | None:
+        """Host callback for every console.* call: the hottest path in the worker."""
         run = self.run
         if run is None:
             return None
@@ -120,20 +122,27 @@ class Worker:
             return "execution cancelled"
         if run.stop_code:
             return "output limit exceeded"
-        size = len(text.encode("utf-8", "replace"))
         if run.event_budget >= 0 and run.events >= run.event_budget:
             return self._output_limit(run, "max_events")
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
         if run.byte_budget >= 0 and run.bytes + size > run.byte_budget:
             return self._output_limit(run, "max_output_kb")
         run.events += 1
         run.bytes += size
-        payload = orjson.dumps({"level": level, "text": text}).decode()
-        now = time.monotonic()
+        event = (now_iso(), "console", dumps({"level": level, "text": text}).decode())
+        # The reader thread may swap the buffer out to flush it: append under the same lock.
         with self.send_lock:
-            if not self.buf:
+            buf = self.buf
+            buf.append(event)
+            n = len(buf)
+            if n == 1:
+                now = time.monotonic()
                 self.buf_since = now
-            self.buf.append((now_iso(), "console", payload))
-            due = len(self.buf) >= FLUSH_EVENTS or now - self.last_flush >= FLUSH_AFTER_S
+                due = now - self.last_flush >= FLUSH_AFTER_S  # first line after a quiet spell
+            else:  # in a burst, batch: at FLUSH_EVENTS lines, or when the batch has aged
+                due = n >= FLUSH_EVENTS or (
+                    n & 31 == 0 and time.monotonic() - self.buf_since >= FLUSH_AFTER_S
+                )
         if due:
             self.flush()
         return None

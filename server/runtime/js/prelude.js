@@ -781,7 +781,12 @@
     while (a < args.length) {
       const value = args[a];
       str += join;
-      str += typeof value !== 'string' ? inspect(value) : value;
+      const t = typeof value;
+      // Primitives print the same as inspect() would, without its machinery.
+      if (t === 'string') str += value;
+      else if (t === 'number') str += formatNumber(value);
+      else if (t === 'boolean' || value === undefined || value === null) str += String(value);
+      else str += inspect(value);
       join = ' ';
       a++;
     }
@@ -790,12 +795,13 @@
 
   // ---------------------------------------------------------------- console
   const loneSurrogates = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+  const anySurrogate = /[\ud800-\udfff]/;  // cheap pre-check: the full pattern is slow
   function emit(level, text) {
-    if (loneSurrogates.test(text)) {
+    if (anySurrogate.test(text)) {
       loneSurrogates.lastIndex = 0;
       text = text.replace(loneSurrogates, '\ufffd');
+      loneSurrogates.lastIndex = 0;
     }
-    loneSurrogates.lastIndex = 0;
     const stop = hostConsole(level, text);
     if (typeof stop === 'string') throw new Error(stop);
   }
@@ -803,7 +809,8 @@
   const timersLabels = new MapCtor();
   let groupIndent = '';
   const log = (level) => function (...args) {
-    let text = format(...args);
+    // Fast path for the common console.log('text') call: no formatting work at all.
+    let text = args.length === 1 && typeof args[0] === 'string' ? args[0] : format(...args);
     if (groupIndent !== '') text = groupIndent + text.replace(/\n/g, `\n${groupIndent}`);
     emit(level, text);
   };
