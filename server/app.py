@@ -106,10 +106,11 @@ def _optional_transports(app: web.Application, settings: Settings) -> None:
         from server.http import ws
 
         ws.setup(app, settings)
-    with contextlib.suppress(ImportError):
-        from server.http import ui
-
-        ui.setup(app, settings)
+    try:
+        import server.http.ui as ui
+    except ImportError:
+        return
+    ui.setup(app, settings)
 
 
 async def _checkpoint_loop(st: Store) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        mapping = {
+        mapping: dict[str, tuple[str, Callable[[str], Any]]] = {
             "VM_SYSTEM_LISTEN": ("listen", str),
             "VM_SYSTEM_DB": ("db_url", normalize_db_url),
             "VM_SYSTEM_CACHE_DIR": ("cache_dir", lambda v: Path(v).expanduser().resolve()),

@@ -323,9 +323,9 @@ class SessionService:
             if row is None:
                 raise errors.SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
             if row["status"] == "crashed":
-                fields = {"status": "closed", "closed_at": now_iso()}
-                await self.store.update_session(session_id=session_id, **fields)
-                row.update(fields)
+                closing = {"status": "closed", "closed_at": now_iso()}
+                await self.store.update_session(session_id=session_id, **closing)
+                row.update(closing)
             return row
         live.closing = True
         running = live.running

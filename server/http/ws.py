@@ -97,12 +97,13 @@ class Subscription:
         if len(rows[0]) == 6 and key == 3:
             key = 2  # stored rows have no session_id column
         cursor = self.cursor
-        if rows[0][key] > cursor:
+        first = int(rows[0][key])
+        if first > cursor:
             fresh = list(rows)
         else:
-            fresh = [r for r in rows if r[key] > cursor]
+            fresh = [r for r in rows if int(r[key]) > cursor]
         if fresh:
-            self.cursor = fresh[-1][key]
+            self.cursor = int(fresh[-1][key])
         return fresh
 
     def _send_rows(self, execution_id: str, session_id: str, rows: Sequence[Any], *, block: bool) -> Any:

@@ -185,7 +185,7 @@ class ExecutionPipeline:
             await live.lock.acquire()  # uncontended: does not yield
         try:
             limits = await self._limits_for(live)
-            record = {
+            record: dict[str, Any] = {
                 "id": str(uuid.uuid4()),
                 "session_id": live.id,
                 "kind": req.kind,
@@ -205,14 +205,13 @@ class ExecutionPipeline:
             if not lock_held:
                 live.lock.release()
             raise
-        live.running = record["id"]
-        self.live_by_execution[record["id"]] = live
+        exec_id: str = record["id"]
+        live.running = exec_id
+        self.live_by_execution[exec_id] = live
         self.bus.publish_execution(record)
-        task = asyncio.create_task(
-            self._drive(live, record, req, limits, lock_held), name=f"exec-{record['id']}"
-        )
-        self.tasks[record["id"]] = task
-        task.add_done_callback(lambda _t, eid=record["id"]: self._forget(eid))
+        task = asyncio.create_task(self._drive(live, record, req, limits, lock_held), name=f"exec-{exec_id}")
+        self.tasks[exec_id] = task
+        task.add_done_callback(lambda _t: self._forget(exec_id))
         if not req.wait:
             return ExecOutcome(dict(record), None)
         # Shielded: a client that goes away does not stop the execution or its bookkeeping.
@@ -366,7 +365,7 @@ class ExecutionPipeline:
 
     # ------------------------------------------------------------------ shutdown
 
-    async def interrupt_all(self, timeout: float = 10) -> None:
+    async def interrupt_all(self, within_s: float = 10) -> None:
         """End every running execution as INTERRUPTED (graceful shutdown)."""
         self.shutting_down = True
         for exec_id, live in list(self.live_by_execution.items()):
@@ -374,5 +373,5 @@ class ExecutionPipeline:
                 live.worker.kill()
         tasks = list(self.tasks.values())
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=within_s)
         await self.writer.flush()

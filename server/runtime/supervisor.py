@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 EventBatch = list[tuple[str, str, str]]  # (ts, type, payload_json)
 
 BACKSTOP_GRACE_S = 2.0
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class WorkerError(Exception):
@@ -64,7 +65,7 @@ class WorkerPool:
     """Owns the zygote; ``spawn()`` returns a started worker handle."""
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
         self._control: socket.socket | None = None
         self._lock = asyncio.Lock()
         self.handles: set[WorkerHandle] = set()
@@ -72,10 +73,14 @@ class WorkerPool:
     async def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "server.runtime.zygote", str(child.fileno())],
+        env["PYTHONPATH"] = _PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        # Started from the event-loop thread, which lives as long as the server: the zygote's
+        # PR_SET_PDEATHSIG fires when that thread's process dies.
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "server.runtime.zygote",
+            str(child.fileno()),
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -119,11 +124,13 @@ class WorkerPool:
             self._control.close()
             self._control = None
         if self._proc is not None:
-            self._proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.terminate()
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._proc.wait), 5)
+                await asyncio.wait_for(self._proc.wait(), 5)
             except TimeoutError:
                 self._proc.kill()
+                await self._proc.wait()
             self._proc = None
 
 
@@ -156,11 +163,11 @@ class WorkerHandle:
             raise WorkerError("WORKER_CRASHED", "the session worker is not running")
         self._writer.write(protocol.encode(msg))
 
-    async def init(self, config: dict[str, Any], *, timeout: float = 60) -> None:
+    async def init(self, config: dict[str, Any], *, within_s: float = 60) -> None:
         self._init_future = asyncio.get_running_loop().create_future()
         self._send(("init", config))
         try:
-            kind, payload = await asyncio.wait_for(self._init_future, timeout)
+            kind, payload = await asyncio.wait_for(self._init_future, within_s)
         except TimeoutError:
             self.kill()
             raise WorkerError("WORKER_START_FAILED", "the session worker did not start in time") from None

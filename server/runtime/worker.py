@@ -171,7 +171,8 @@ class Worker:
             run = self.run
             timeout = WATCH_INTERVAL_S if run is not None else None
             try:
-                ready, _, _ = select.select([self.sock, self._wake_r], [], [], timeout)
+                watched: list[Any] = [self.sock, self._wake_r]
+                ready, _, _ = select.select(watched, [], [], timeout)
             except (OSError, ValueError):
                 return
             if self._wake_r in ready:
