@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import sys
@@ -181,6 +182,15 @@ class _LoopThread:
         return self.wait(self.submit(coro))
 
     def stop(self) -> None:
+        async def cancel_all() -> None:
+            # Let abandoned work unwind (closing its HTTP session) instead of dying mid-flight.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self.submit(cancel_all()).result(timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
@@ -275,7 +285,7 @@ class ExecutionPrinter:
         wall = metrics.get("wall_ms") if isinstance(metrics, Mapping) else None
         line = f"status: {status}"
         if isinstance(wall, int | float):
-            line += f" ({wall:g} ms)"
+            line += f" ({wall:.1f} ms)"
         if status in ("timeout", "cancelled") and error:
             line += f" {error.get('code', '')}: {error.get('message', '')}".rstrip(": ")
         if status == "ok":
@@ -408,6 +418,7 @@ def serve(
 ) -> None:
     """Run the API server."""
     from server.config import ConfigError, Settings
+    from server.core.errors import DomainError
 
     try:
         settings = Settings.from_env(
@@ -425,6 +436,10 @@ def serve(
         run_server(settings)
     except ConfigError as exc:
         _fail("CONFIG", str(exc), exit_code=2)
+    except DomainError as exc:  # e.g. the store cannot be opened; the log has the details
+        _fail(exc.code, exc.message)
+    except OSError as exc:  # e.g. the address is already in use
+        _fail("SERVE", f"cannot start the server: {exc}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,7 +714,10 @@ _FOLLOW = click.option("--follow", is_flag=True, help="Stream the output live (C
 @pass_state
 def exec_repl(state: CliState, session_id: str, input_: str, no_wait: bool, follow: bool) -> None:
     """Evaluate INPUT in a session, like a line typed at a REPL."""
-    start = lambda c, wait: c.repl(session_id, input_, wait=wait)  # noqa: E731
+
+    def start(c: VmClient, wait: bool) -> Awaitable[dict[str, Any]]:
+        return c.repl(session_id, input_, wait=wait)
+
     _execute(state, start, wait=not no_wait, follow=follow)
 
 
@@ -1024,7 +1042,7 @@ class ReplShell:
                     self._note("(stopped waiting; the execution may still be running)")
                     return
                 self.cancel_requested = True
-                self._note("^C cancelling... (Ctrl+C again to stop waiting)")
+                self._note("cancelling... (Ctrl+C again to stop waiting)")
                 self.runner.submit(self._cancel())
             except ApiError as exc:
                 self._error(exc)

@@ -63,12 +63,13 @@ def _error_from_response(status: int, body: Any, text: str, reason: str | None) 
     if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
         return ApiError.from_envelope(status, body["error"])
     if body is not None:
-        message = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        shown = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     else:
-        message = text.strip() or (reason or "")
-    if len(message) > 300:
-        message = message[:300] + "..."
-    return ApiError(status, f"HTTP_{status}", message or f"the server answered HTTP {status}")
+        shown = text.strip() or (reason or "")
+    if len(shown) > 300:
+        shown = shown[:300] + "..."
+    message = f"the server answered HTTP {status}" + (f": {shown}" if shown else "")
+    return ApiError(status, f"HTTP_{status}", message)
 
 
 def _describe(exc: BaseException) -> str:
