@@ -131,4 +131,3 @@ class StoreError(Internal):
 
 class StoreConflict(Exception):
     """A unique constraint was violated (mapped to CONFLICT by the services)."""
-

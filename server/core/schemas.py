@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Integers travel to JavaScript and SQL: keep them within what both represent exactly.
+MAX_INT = 2**53 - 1
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -24,11 +27,11 @@ class TemplateCreate(Strict):
 
 
 class LimitsPatch(Strict):
-    cpu_ms: int | None = Field(default=None, ge=0)
-    wall_ms: int | None = Field(default=None, ge=0)
-    mem_mb: int | None = Field(default=None, ge=0)
-    max_events: int | None = Field(default=None, ge=0)
-    max_output_kb: int | None = Field(default=None, ge=0)
+    cpu_ms: int | None = Field(default=None, ge=0, le=MAX_INT)
+    wall_ms: int | None = Field(default=None, ge=0, le=MAX_INT)
+    mem_mb: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max_events: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max_output_kb: int | None = Field(default=None, ge=0, le=MAX_INT)
 
 
 class ResolverPatch(Strict):
@@ -63,7 +66,7 @@ class CapabilityCreate(Strict):
 
 class StartupFileCreate(Strict):
     path: str
-    order_index: int = 0
+    order_index: int = Field(default=0, ge=-MAX_INT, le=MAX_INT)
     mode: str = "eval"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from typing import Any
 
@@ -200,7 +201,7 @@ class TemplateService:
             ) from None
         return {k: row[k] for k in ("id", "vm_id", "kind", "name", "enabled", "config")}
 
-    async def list_capabilities(self, template_id: str) -> list[dict[str, Any]]:
+    async def list_capabilities(self, template_id: str) -> builtins.list[dict[str, Any]]:
         await self.require(template_id)
         return [_shape_capability(c) for c in await self.store.list_capabilities(template_id=template_id)]
 
@@ -217,10 +218,13 @@ class TemplateService:
     # ------------------------------------------------------------- startup files
 
     async def add_startup_file(self, template_id: str, body: StartupFileCreate) -> dict[str, Any]:
-        if not body.path.strip():
-            raise errors.ValidationError("path is required", template_id=template_id)
-        path = clean_relative_path(body.path)
-        mode = body.mode.strip() or "eval"
+        try:
+            path = clean_relative_path(body.path)
+        except errors.InvalidPath as exc:
+            exc.details.setdefault("template_id", template_id)
+            exc.details.setdefault("path", body.path)
+            raise
+        mode = body.mode.strip().lower() or "eval"
         if mode not in SUPPORTED_STARTUP_MODES:
             raise errors.StartupModeUnsupported(
                 f"startup mode {body.mode!r} is not supported; use 'eval'",
@@ -245,7 +249,7 @@ class TemplateService:
             ) from None
         return {k: row[k] for k in ("id", "vm_id", "path", "order_index", "mode")}
 
-    async def list_startup_files(self, template_id: str) -> list[dict[str, Any]]:
+    async def list_startup_files(self, template_id: str) -> builtins.list[dict[str, Any]]:
         await self.require(template_id)
         return await self.store.list_startup_files(template_id=template_id)
 
@@ -280,8 +284,6 @@ class TemplateService:
             raise errors.ModuleNotAllowed(str(exc), template_id=template_id, name=raw) from None
 
     async def add_module(self, template_id: str, raw: str) -> dict[str, Any]:
-        if not raw.strip():
-            raise errors.ValidationError("name is required", template_id=template_id)
         name = self._module_name(raw, template_id)
         await self._edit_list(template_id, "exposed_modules", name, add=True)
         return {"template_id": template_id, "name": name}
@@ -291,12 +293,10 @@ class TemplateService:
         await self._edit_list(template_id, "exposed_modules", name, add=False)
         return {"status": "ok", "template_id": template_id, "name": name}
 
-    async def list_modules(self, template_id: str) -> list[str]:
+    async def list_modules(self, template_id: str) -> builtins.list[str]:
         return list((await self.require(template_id))["exposed_modules"])
 
     async def add_library(self, template_id: str, raw: str) -> dict[str, Any]:
-        if not raw.strip():
-            raise errors.ValidationError("name is required", template_id=template_id)
         info = libraries.find(raw)
         if info is None:
             raise errors.LibraryNotAllowed(
@@ -313,5 +313,5 @@ class TemplateService:
         await self._edit_list(template_id, "libraries", name, add=False)
         return {"status": "ok", "template_id": template_id, "name": name}
 
-    async def list_libraries(self, template_id: str) -> list[str]:
+    async def list_libraries(self, template_id: str) -> builtins.list[str]:
         return list((await self.require(template_id))["libraries"])

@@ -68,10 +68,12 @@ def decode_body(raw: bytes, model: type[M], **details: Any) -> M:
             )
     # null for an optional field means "use the default".
     data = {k: v for k, v in data.items() if v is not None or fields[k].is_required()}
+    # Only "" counts as empty here: a blank value ("  ") reaches the service, which answers
+    # with the specific code (INVALID_PATH for a startup path, MODULE_NOT_ALLOWED for a module).
     for name, info in fields.items():
         if info.is_required():
             value = data.get(name)
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if value is None or value == "":
                 raise errors.ValidationError(f"{name} is required", field=name, **details)
     try:
         return model.model_validate(data)

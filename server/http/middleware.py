@@ -18,6 +18,7 @@ log = logging.getLogger("vm_system.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/v1"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def json_response(data: object, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -38,7 +39,7 @@ def make_middlewares(token: str | None) -> list[Callable[..., Awaitable[web.Stre
     @web.middleware
     async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
-        request["request_id"] = request_id
+        request[REQUEST_ID] = request_id
         started = time.perf_counter()
         is_api = request.path.startswith(API_PREFIX)
         response: web.StreamResponse

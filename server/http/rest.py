@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -508,9 +509,14 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+def _router_path(path: str) -> str:
+    # aiohttp's default segment pattern excludes braces, but ids may come as "{uuid}".
+    return re.sub(r"{(\w+)}", r"{\1:[^/]+}", path)
+
+
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
         if route.method == "GET":
-            app.router.add_get(route.path, route.handler)  # HEAD too
+            app.router.add_get(_router_path(route.path), route.handler)  # HEAD too
         else:
-            app.router.add_route(route.method, route.path, route.handler)
+            app.router.add_route(route.method, _router_path(route.path), route.handler)
