@@ -1,0 +1,162 @@
+// DOM helpers, formatting and the page-wide banners (errors, connection state).
+
+import { ApiError, get } from "./api.js";
+
+/** h("a", {href, class}, child, ...) — strings become text nodes, never HTML. */
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, v);
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children) {
+    if (c === undefined || c === null || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+export const $ = (sel, root = document) => root.querySelector(sel);
+
+export function mainData(name) {
+  return document.getElementById("main").dataset[name];
+}
+
+// ------------------------------------------------------------------ formatting
+
+export function fmtTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toLocaleString();
+}
+
+export function fmtClock(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (isNaN(d)) return iso;
+  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+export function fmtDuration(exec) {
+  const ms = exec?.metrics?.wall_ms;
+  if (typeof ms === "number") return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+  if (exec?.started_at && exec?.ended_at) {
+    const d = new Date(exec.ended_at) - new Date(exec.started_at);
+    return d < 1000 ? `${d} ms` : `${(d / 1000).toFixed(2)} s`;
+  }
+  return "—";
+}
+
+export function shortId(id) {
+  return id ? id.slice(0, 8) : "";
+}
+
+export function badge(status) {
+  return h("span", { class: "badge", dataset: { status } }, status);
+}
+
+export function setBadge(el, status) {
+  el.textContent = status;
+  el.dataset.status = status;
+}
+
+// ------------------------------------------------------------------ errors
+
+/** Show an error (an ApiError's code and message, or any Error) at the top of the page. */
+export function showError(err, context) {
+  const area = document.getElementById("flash");
+  const code = err instanceof ApiError ? err.code : err?.name || "Error";
+  const message = err?.message || String(err);
+  const item = h(
+    "div",
+    { class: "flash error", role: "alert" },
+    h("strong", { class: "flash-code" }, code),
+    h(
+      "span",
+      { class: "flash-msg" },
+      context ? `${context}: ${message}` : message,
+      code === "UNAUTHORIZED" ? " — open this page with ?token=YOUR_TOKEN added to its address to sign in." : "",
+    ),
+    h("button", { type: "button", class: "flash-close", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"),
+  );
+  area.append(item);
+  if (err instanceof ApiError && err.code === "NETWORK") watchServer();
+  return item;
+}
+
+export function showNotice(message) {
+  const area = document.getElementById("flash");
+  const item = h("div", { class: "flash ok", role: "status" }, h("span", { class: "flash-msg" }, message));
+  area.append(item);
+  setTimeout(() => item.remove(), 4000);
+}
+
+export function clearErrors() {
+  document.getElementById("flash").replaceChildren();
+}
+
+/** Run an async UI action; on failure show its error. Disables `button` meanwhile. */
+export async function act(fn, { button, context } = {}) {
+  if (button) button.disabled = true;
+  try {
+    return await fn();
+  } catch (err) {
+    showError(err, context);
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ connection banner
+
+export function setBanner(state, text) {
+  const el = document.getElementById("conn-banner");
+  if (!state) {
+    el.hidden = true;
+    el.textContent = "";
+    delete el.dataset.state;
+    return;
+  }
+  el.hidden = false;
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+let watching = false;
+let onServerBack = null;
+
+/** Pages without a socket register how to reload their data once the server answers again. */
+export function onReconnect(fn) {
+  onServerBack = fn;
+}
+
+/** Poll /health with backoff after a network failure, showing the banner until it answers. */
+export function watchServer() {
+  if (watching) return;
+  watching = true;
+  let delay = 500;
+  const tick = async () => {
+    setBanner("reconnecting", "Server unreachable — reconnecting…");
+    try {
+      await get("/health");
+      watching = false;
+      setBanner(null);
+      clearErrors();
+      if (onServerBack) onServerBack();
+    } catch {
+      delay = Math.min(delay * 2, 5000);
+      setTimeout(tick, delay);
+    }
+  };
+  setTimeout(tick, 0);
+}

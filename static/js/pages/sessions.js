@@ -1,0 +1,113 @@
+// Sessions: the list with a status filter, the create form and close.
+
+import { get, post } from "../api.js";
+import { $, h, fmtTime, act, badge, shortId, onReconnect, showError } from "../dom.js";
+
+const body = $("#sessions-body");
+const filter = $("#status-filter");
+const templateSelect = $("#session-template");
+
+const params = new URLSearchParams(window.location.search);
+if (params.get("status")) filter.value = params.get("status");
+
+async function loadSessions() {
+  const status = filter.value;
+  try {
+    const sessions = await get(`/sessions${status ? `?status=${encodeURIComponent(status)}` : ""}`);
+    if (sessions.length === 0) {
+      body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, status ? `No ${status} sessions.` : "No sessions yet. Create one above.")));
+      return;
+    }
+    body.replaceChildren(...sessions.map(row));
+  } catch (err) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "Could not load sessions.")));
+    showError(err, "Could not load sessions");
+  }
+}
+
+function row(s) {
+  const closeBtn =
+    s.status === "closed"
+      ? null
+      : h(
+          "button",
+          {
+            type: "button",
+            class: "small danger",
+            "aria-label": `Close session ${shortId(s.id)}`,
+            onclick: (e) =>
+              act(
+                async () => {
+                  await post(`/sessions/${s.id}/close`);
+                  await loadSessions();
+                },
+                { button: e.currentTarget, context: "Could not close the session" },
+              ),
+          },
+          "Close",
+        );
+  return h(
+    "tr",
+    { dataset: { sessionId: s.id } },
+    h("td", {}, h("a", { href: `/sessions/${s.id}`, class: "mono" }, shortId(s.id))),
+    h("td", {}, h("a", { href: `/templates/${s.vm_id}` }, s.runtime_meta?.template_name || shortId(s.vm_id))),
+    h("td", {}, badge(s.status)),
+    h("td", { class: "mono wrap" }, s.worktree_path),
+    h("td", { class: "hide-narrow" }, fmtTime(s.created_at)),
+    h(
+      "td",
+      { class: "row-actions" },
+      h("a", { href: `/sessions/${s.id}`, class: "button small" }, "Open"),
+      h("a", { href: `/sessions/${s.id}/history`, class: "button small" }, "History"),
+      closeBtn,
+    ),
+  );
+}
+
+async function loadTemplates() {
+  try {
+    const templates = await get("/templates");
+    if (templates.length === 0) {
+      templateSelect.replaceChildren(h("option", { value: "" }, "No templates — create one first"));
+      return;
+    }
+    const wanted = params.get("template_id");
+    templateSelect.replaceChildren(
+      ...templates.map((t) => h("option", { value: t.id, selected: t.id === wanted }, t.name)),
+    );
+  } catch (err) {
+    showError(err, "Could not load templates");
+  }
+}
+
+filter.addEventListener("change", () => {
+  const url = new URL(window.location.href);
+  if (filter.value) url.searchParams.set("status", filter.value);
+  else url.searchParams.delete("status");
+  history.replaceState(null, "", url);
+  loadSessions();
+});
+
+$("#create-session").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  act(
+    async () => {
+      const s = await post("/sessions", {
+        template_id: f.elements.template_id.value,
+        worktree_path: f.elements.worktree_path.value.trim(),
+        workspace_id: f.elements.workspace_id.value.trim(),
+        base_commit_oid: f.elements.base_commit_oid.value.trim(),
+      });
+      window.location.href = `/sessions/${s.id}`;
+    },
+    { button: f.querySelector("button[type=submit]"), context: "Could not create the session" },
+  );
+});
+
+onReconnect(() => {
+  loadTemplates();
+  loadSessions();
+});
+loadTemplates();
+loadSessions();
