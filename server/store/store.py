@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
+from server.clock import parse_iso
 from server.core.errors import StoreConflict, StoreError
 from server.store.models import SCHEMA_VERSION
 
@@ -44,6 +45,16 @@ INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does n
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _elapsed_ms(start: str, end: str | None) -> float:
+    """Milliseconds between two stored timestamps (0 when there is no end or they do not parse)."""
+    if end is None:
+        return 0.0
+    try:
+        return max(0.0, round((parse_iso(end) - parse_iso(start)).total_seconds() * 1000, 3))
+    except ValueError:
+        return 0.0
 
 
 def _row(table: str, mapping: Any) -> dict[str, Any]:
@@ -160,7 +171,7 @@ class Store:
 
     async def _run_write(self, fn: Callable[[], T], operation: str) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._guard, fn, operation)
+        return await loop.run_in_executor(self._writer, self._guard, fn, operation, True)
 
     async def _run_read(self, fn: Callable[[Connection], T], operation: str) -> T:
         def _read() -> T:
@@ -169,16 +180,20 @@ class Store:
                 return fn(conn)
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._guard, _read, operation)
+        return await loop.run_in_executor(self._readers, self._guard, _read, operation, False)
 
-    def _guard(self, fn: Callable[[], T], operation: str) -> T:
+    def _guard(self, fn: Callable[[], T], operation: str, on_writer: bool) -> T:
+        # Only the writer thread may touch the writer connection: a failed read must never roll
+        # back a write transaction that is in progress on the other thread.
         try:
             return fn()
         except IntegrityError as exc:
-            self._rollback()
+            if on_writer:
+                self._rollback()
             raise StoreConflict(str(exc.orig)) from exc
         except (SQLAlchemyError, OSError) as exc:
-            self._rollback()
+            if on_writer:
+                self._rollback()
             log.error("store operation failed: %s: %s", operation, exc)
             raise StoreError(operation) from exc
 
@@ -609,12 +624,30 @@ class Store:
                     "message": "the server stopped while this execution was running",
                 }
             )
-            e = conn.execute(
+            # Ended executions always carry their metrics (API.md section 4); what a dead process
+            # knew is gone, so they are rebuilt from the stored events: the wall time up to the
+            # last stored event and the event count. CPU time and output size are unknown (null).
+            running = conn.execute(
                 text(
-                    "UPDATE executions SET status='error', ended_at=:now, error=:err WHERE status='running'"
-                ),
-                {"now": now, "err": err},
-            ).rowcount
-            return int(s or 0), int(e or 0)
+                    "SELECT x.id, x.started_at, COUNT(v.id), MAX(v.ts) FROM executions x "
+                    "LEFT JOIN events v ON v.execution_id = x.id "
+                    "WHERE x.status='running' GROUP BY x.id, x.started_at"
+                )
+            ).all()
+            for exec_id, started_at, n_events, last_ts in running:
+                metrics = {
+                    "wall_ms": _elapsed_ms(started_at, last_ts),
+                    "cpu_ms": None,
+                    "event_count": int(n_events),
+                    "output_bytes": None,
+                }
+                conn.execute(
+                    text(
+                        "UPDATE executions SET status='error', ended_at=:now, error=:err, "
+                        "metrics=:m WHERE id=:id AND status='running'"
+                    ),
+                    {"now": now, "err": err, "m": _dumps(metrics), "id": exec_id},
+                )
+            return int(s or 0), len(running)
 
         return await self.write(fn, operation="reconcile state left by a previous run")
