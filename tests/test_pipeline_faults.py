@@ -179,11 +179,6 @@ async def test_failed_event_batch_is_reported_and_ends_the_execution(api, client
     assert (await api.value(s["id"], "1+1"))["json"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/pipeline/writer.py EventWriter._run writes rows queued behind a failed batch of "
-    "the same execution (only submit() checks _poisoned), leaving a seq gap",
-)
 async def test_slow_failing_batch_does_not_leave_a_gap(api, client, store) -> None:
     """Rows queued while the failing batch was in flight must not be stored after the hole."""
     s = await api.session()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import re
 from typing import Any
 
 from server.core import errors
@@ -16,16 +18,20 @@ MAX_EXECUTIONS_PAGE = 1000
 MAX_EVENTS_PAGE = 10000
 
 
+MAX_CURSOR = 2**63 - 1
+_DECIMAL = re.compile(r"[0-9]+")
+
+
 def parse_int(raw: str | None, name: str, *, default: int, lo: int, hi: int | None) -> int:
+    """A query-string integer: plain ASCII digits only, within [lo, hi]."""
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.ValidationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise errors.ValidationError(f"{name} must be {bound}, got {value}")
+    if not _DECIMAL.fullmatch(raw):
+        raise errors.ValidationError(f"{name} must be a non-negative integer, got {raw!r}")
+    value = int(raw)
+    top = MAX_CURSOR if hi is None else hi
+    if value < lo or value > top:
+        raise errors.ValidationError(f"{name} must be between {lo} and {top}, got {raw}")
     return value
 
 
@@ -38,7 +44,7 @@ class ExecutionService:
     async def repl(self, body: ReplRequest) -> ExecOutcome:
         if not body.session_id.strip():
             raise errors.ValidationError("session_id is required")
-        if not body.input.strip():
+        if not body.input:
             raise errors.ValidationError("input is required")
         live = await self.sessions.require_live_id(body.session_id)
         req = ExecRequest(kind="repl", source=body.input, input=body.input, wait=body.wait)
@@ -81,7 +87,7 @@ class ExecutionService:
             )
         return row
 
-    async def list(self, raw_session_id: str | None, raw_limit: str | None) -> list[dict[str, Any]]:
+    async def list(self, raw_session_id: str | None, raw_limit: str | None) -> builtins.list[dict[str, Any]]:
         if not raw_session_id:
             raise errors.ValidationError("session_id query parameter is required")
         session_id = parse_uuid(raw_session_id, "session")
@@ -89,7 +95,9 @@ class ExecutionService:
         await self.sessions.get(session_id)
         return await self.store.list_executions(session_id=session_id, limit=limit)
 
-    async def events(self, raw_id: str, raw_after: str | None, raw_limit: str | None) -> list[dict[str, Any]]:
+    async def events(
+        self, raw_id: str, raw_after: str | None, raw_limit: str | None
+    ) -> builtins.list[dict[str, Any]]:
         execution_id = parse_uuid(raw_id, "execution")
         after = parse_int(raw_after, "after_seq", default=0, lo=0, hi=None)
         limit = parse_int(raw_limit, "limit", default=1000, lo=1, hi=MAX_EVENTS_PAGE)

@@ -54,8 +54,9 @@ class Subscription:
         self.session_id = session_id
         self.cursor = cursor  # last seq (execution) or last event id (session) sent
         self.live = False  # False while the backlog is being read
-        self.buffer: list[tuple[str, str, Sequence[EventTuple]]] = []
-        self.pending: list[dict[str, Any]] = []  # messages held back during the backlog
+        # Everything the bus delivered while the backlog was being read, in arrival order:
+        # ("ev", execution_id, session_id, rows) or ("msg", message).
+        self.buffer: list[tuple[Any, ...]] = []
         self.done = False
 
     # -- bus callbacks (event loop thread) --------------------------------------------
@@ -64,9 +65,11 @@ class Subscription:
         if self.done:
             return
         if not self.live:
-            self.buffer.append((execution_id, session_id, rows))
+            self.buffer.append(("ev", execution_id, session_id, rows))
             return
-        self._send_rows(execution_id, session_id, rows, block=False)
+        frame = self.frame(execution_id, session_id, rows)
+        if frame is not None:
+            self.conn.push(frame)
 
     def on_execution(self, execution: dict[str, Any]) -> None:
         if self.done:
@@ -75,7 +78,7 @@ class Subscription:
             return  # execution subscribers hear only the end
         msg = {"type": "execution", "subscription": self.id, "execution": execution}
         if not self.live:
-            self.pending.append(msg)
+            self.buffer.append(("msg", msg))
             return
         self.conn.push(msg)
         if self.execution_id is not None:
@@ -86,7 +89,7 @@ class Subscription:
             return
         msg = {"type": "session", "subscription": self.id, "session": session}
         if not self.live:
-            self.pending.append(msg)
+            self.buffer.append(("msg", msg))
         else:
             self.conn.push(msg)
 
@@ -106,21 +109,18 @@ class Subscription:
             self.cursor = int(fresh[-1][key])
         return fresh
 
-    def _send_rows(self, execution_id: str, session_id: str, rows: Sequence[Any], *, block: bool) -> Any:
+    def frame(self, execution_id: str, session_id: str, rows: Sequence[Any]) -> dict[str, Any] | None:
+        """An ``events`` frame with the rows past the cursor (None when nothing is new)."""
         fresh = self._fresh(rows)
         if not fresh:
             return None
-        frame = {
+        return {
             "type": "events",
             "subscription": self.id,
             "execution_id": execution_id,
             "session_id": session_id,
             "events": [event_json(r) for r in fresh],
         }
-        if block:
-            return self.conn.push_wait(frame)
-        self.conn.push(frame)
-        return None
 
     def finish(self) -> None:
         self.conn.push({"type": "complete", "subscription": self.id})
@@ -271,29 +271,40 @@ class Connection:
             rows = await store.list_events(
                 execution_id=execution_id, after_seq=sub.cursor, limit=BACKLOG_PAGE
             )
-            if rows:
-                await sub._send_rows(execution_id, session_id, rows, block=True)
+            frame = sub.frame(execution_id, session_id, rows) if rows else None
+            if frame is not None:
+                await self.push_wait(frame)
             if len(rows) < BACKLOG_PAGE:
                 break
-        await self._go_live(sub)
-        if not sub.done and not any(m["type"] == "execution" for m in sub.pending):
-            record = await self.services.executions.get(execution_id)
-            if record["status"] != "running" and not sub.done:
-                # Ended before we registered: the backlog above already holds every event.
-                self.push({"type": "execution", "subscription": sub.id, "execution": record})
-                sub.finish()
+        if await self._go_live(sub) or sub.done:
+            return
+        record = await self.services.executions.get(execution_id)
+        if record["status"] != "running" and not sub.done:
+            # Ended before we registered: the backlog above already holds every event.
+            await self.push_wait({"type": "execution", "subscription": sub.id, "execution": record})
+            await self.push_wait({"type": "complete", "subscription": sub.id})
+            self.drop(sub)
 
-    async def _go_live(self, sub: Subscription) -> None:
-        for execution_id, session_id, rows in sub.buffer:
-            sub._send_rows(execution_id, session_id, rows, block=False)
-        sub.buffer.clear()
-        sub.live = True
-        pending, sub.pending = sub.pending, []
-        for m in pending:
-            self.push(m)
-            if m["type"] == "execution" and sub.execution_id is not None:
-                sub.finish()
-                return
+    async def _go_live(self, sub: Subscription) -> bool:
+        """Send what the bus delivered during the backlog, in order, then go live.
+
+        Uses blocking pushes (the backlog is ours to pace); returns True if the subscription
+        completed on the way (its execution ended).
+        """
+        while sub.buffer:
+            item = sub.buffer.pop(0)
+            if item[0] == "ev":
+                frame = sub.frame(item[1], item[2], item[3])
+                if frame is not None:
+                    await self.push_wait(frame)
+                continue
+            await self.push_wait(item[1])
+            if item[1]["type"] == "execution" and sub.execution_id is not None:
+                await self.push_wait({"type": "complete", "subscription": sub.id})
+                self.drop(sub)
+                return True
+        sub.live = True  # no await since the buffer was seen empty: nothing slips between
+        return False
 
     async def follow_session(self, msg_id: Any, session_id: str, after_id: int | None) -> None:
         sub = Subscription(
@@ -313,7 +324,9 @@ class Connection:
                     end = start
                     while end < len(rows) and rows[end][1] == rows[start][1]:
                         end += 1
-                    await sub._send_rows(rows[start][1], session_id, rows[start:end], block=True)
+                    frame = sub.frame(rows[start][1], session_id, rows[start:end])
+                    if frame is not None:
+                        await self.push_wait(frame)
                     start = end
                 if len(rows) < BACKLOG_PAGE:
                     break

@@ -28,6 +28,7 @@ from server.store.store import EventTuple, Store
 log = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 0.2
+FINALIZE_RETRY_S = 0.5
 
 _LIMIT_TEXT = {
     "CPU_LIMIT_EXCEEDED": ("timeout", "CPU time limit of {cpu_ms} ms exceeded"),
@@ -162,6 +163,8 @@ class ExecutionPipeline:
         self.tasks: dict[str, asyncio.Task[ExecOutcome]] = {}
         self.live_by_execution: dict[str, LiveSession] = {}
         self.shutting_down = False
+        self._unfinalized: dict[str, dict[str, Any]] = {}
+        self._retry_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ entry
 
@@ -220,6 +223,7 @@ class ExecutionPipeline:
     def _forget(self, exec_id: str) -> None:
         self.tasks.pop(exec_id, None)
         self.live_by_execution.pop(exec_id, None)
+        self.writer.forget(exec_id)
 
     # ------------------------------------------------------------------ cancel
 
@@ -355,13 +359,31 @@ class ExecutionPipeline:
             "result": None,
             "error": {"code": "INTERNAL", "message": "store failure: could not finalize execution"},
         }
-        try:
-            await self.store.write_batch(events=(), finalize=[fallback])
-            final.update(fallback)
-            self.bus.publish_execution(final)
-        except Exception:  # noqa: BLE001 - restart reconciliation will end it as INTERRUPTED
-            log.exception("execution %s could not be finalized", final["id"])
+        final.update(fallback)
+        if not await self._write_final(fallback):
+            # Keep trying in the background so the row does not stay "running" once the store
+            # recovers; shutdown makes a last attempt (restart reconciliation is the backstop).
+            self._unfinalized[final["id"]] = fallback
+            if self._retry_task is None or self._retry_task.done():
+                self._retry_task = asyncio.create_task(self._retry_finalize(), name="finalize-retry")
         return failed_op or "finalize execution"
+
+    async def _write_final(self, fin: dict[str, Any]) -> bool:
+        try:
+            await self.store.write_batch(events=(), finalize=[fin])
+        except Exception:  # noqa: BLE001 - the caller decides whether to retry
+            log.exception("execution %s could not be finalized", fin["id"])
+            return False
+        return True
+
+    async def _retry_finalize(self) -> None:
+        delay = FINALIZE_RETRY_S
+        while self._unfinalized:
+            await asyncio.sleep(delay)
+            for exec_id, fin in list(self._unfinalized.items()):
+                if await self._write_final(fin):
+                    self._unfinalized.pop(exec_id, None)
+            delay = min(delay * 2, 30.0)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -375,3 +397,8 @@ class ExecutionPipeline:
         if tasks:
             await asyncio.wait(tasks, timeout=within_s)
         await self.writer.flush()
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+        for exec_id, fin in list(self._unfinalized.items()):
+            if await self._write_final(fin):
+                self._unfinalized.pop(exec_id, None)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from server.core.errors import StoreError
 from server.pipeline.bus import EventBus
 from server.store.store import EventTuple, Store
 
@@ -30,7 +31,9 @@ class EventWriter:
         self._rows: list[EventTuple] = []
         self._final: list[dict[str, Any]] = []
         self._published: list[dict[str, Any]] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        # (future, execution id of its rows or None): a future whose execution has had a batch
+        # fail is failed too, even if its own rows were dropped from a later, successful batch.
+        self._waiters: list[tuple[asyncio.Future[None], str | None]] = []
         self._task: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self._drained.set()
@@ -58,15 +61,16 @@ class EventWriter:
         ``publish`` is the execution record to announce on the bus once the batch is committed.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if rows and rows[0][1] in self._poisoned:
-            fut.set_exception(RuntimeError("events of this execution can no longer be stored"))
+        exec_id = rows[0][1] if rows else None
+        if exec_id is not None and exec_id in self._poisoned:
+            fut.set_exception(StoreError("store events"))
             return fut
         self._rows.extend(rows)
         if finalize is not None:
             self._final.append(finalize)
         if publish is not None:
             self._published.append(publish)
-        self._waiters.append(fut)
+        self._waiters.append((fut, exec_id))
         if len(self._rows) >= HIGH_WATER_ROWS:
             self._drained.clear()
         if self._task is None:
@@ -91,7 +95,7 @@ class EventWriter:
                     self._rows = self._rows[MAX_BATCH_ROWS:]
                     final: list[dict[str, Any]] = []
                     published: list[dict[str, Any]] = []
-                    waiters: list[asyncio.Future[None]] = []
+                    waiters: list[tuple[asyncio.Future[None], str | None]] = []
                 else:
                     rows, self._rows = self._rows, []
                     final, self._final = self._final, []
@@ -99,23 +103,32 @@ class EventWriter:
                     waiters, self._waiters = self._waiters, []
                 if len(self._rows) < HIGH_WATER_ROWS:
                     self._drained.set()
+                if self._poisoned:
+                    # Rows queued behind a failed batch of the same execution would leave a gap
+                    # in its seq numbers: drop them (the execution is ending as an error).
+                    rows = [r for r in rows if r[1] not in self._poisoned]
                 try:
                     await self.store.write_batch(events=rows, finalize=final)
                 except Exception as exc:  # noqa: BLE001 - reported to every waiter
                     self._poisoned.update(r[1] for r in rows)
-                    for w in waiters:
+                    for w, _ in waiters:
                         if not w.done():
                             w.set_exception(exc)
                     continue
                 self.bus.publish_events(rows)
                 for record in published:
                     self.bus.publish_execution(record)
-                for w in waiters:
-                    if not w.done():
+                for w, exec_id in waiters:
+                    if w.done():
+                        continue
+                    if exec_id is not None and exec_id in self._poisoned:
+                        w.set_exception(StoreError("store events"))
+                    else:
                         w.set_result(None)
         finally:
             self._task = None
             self._drained.set()
 
     def forget(self, execution_id: str) -> None:
+        """The execution has ended: stop tracking it as failed."""
         self._poisoned.discard(execution_id)

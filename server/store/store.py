@@ -43,6 +43,18 @@ _EXECUTION_COLUMNS = (
 INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer vm-system; refuse rather than corrupt it."""
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    """Unique-key clashes are conflicts; foreign-key and other integrity errors are failures."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL unique_violation
+        return True
+    return "UNIQUE constraint failed" in str(orig)
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -121,7 +133,7 @@ class Store:
                     {"v": str(SCHEMA_VERSION)},
                 )
             elif int(found) > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise SchemaTooNew(
                     f"database schema version {found} is newer than this server "
                     f"({SCHEMA_VERSION}); upgrade vm-system"
                 )
@@ -187,11 +199,16 @@ class Store:
         # back a write transaction that is in progress on the other thread.
         try:
             return fn()
+        except SchemaTooNew:
+            raise
         except IntegrityError as exc:
             if on_writer:
                 self._rollback()
-            raise StoreConflict(str(exc.orig)) from exc
-        except (SQLAlchemyError, OSError) as exc:
+            if _is_unique_violation(exc):
+                raise StoreConflict(str(exc.orig)) from exc
+            log.error("store operation failed: %s: %s", operation, exc)
+            raise StoreError(operation) from exc
+        except Exception as exc:  # noqa: BLE001 - driver errors of any kind name the operation
             if on_writer:
                 self._rollback()
             log.error("store operation failed: %s: %s", operation, exc)
