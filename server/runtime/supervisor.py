@@ -118,8 +118,9 @@ class WorkerPool:
         return handle
 
     async def stop(self) -> None:
-        for handle in list(self.handles):
-            handle.kill()
+        handles = list(self.handles)
+        if handles:
+            await asyncio.gather(*(h.close() for h in handles), return_exceptions=True)
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -225,7 +226,6 @@ class WorkerHandle:
                 os.kill(self.pid, signal.SIGKILL)
         if self._writer is not None:
             self._writer.close()
-        self.pool.handles.discard(self)
 
     async def close(self) -> None:
         self.kill()
@@ -276,6 +276,7 @@ class WorkerHandle:
         finally:
             was_alive = self.alive
             self.kill()
+            self.pool.handles.discard(self)  # the pool waits for handles until here
             fut = self._init_future
             if fut is not None and not fut.done():
                 fut.set_result(

@@ -9,6 +9,7 @@ kill them when their parent dies, so no worker outlives the server, even after S
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 from server.runtime import protocol
 
 PR_SET_PDEATHSIG = 1
+WORKER_NICE = 5
 
 
 def die_with_parent() -> None:
@@ -34,6 +36,9 @@ def main(control_fd: int) -> None:
     # Children are reaped by the kernel; the server notices a dead worker by EOF on its socket.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Everything a worker imports is imported here, once, before forking: a new session then
+    # pays for none of it and the pages stay shared between workers.
+    import server.runtime.modules  # noqa: F401
     from server.runtime.engine import JsEngine
     from server.runtime.worker import worker_main
 
@@ -62,6 +67,10 @@ def main(control_fd: int) -> None:
                 die_with_parent()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # User code runs below the server's priority, so a spinning session cannot
+                # starve the event loop that serves every other session.
+                with contextlib.suppress(OSError):
+                    os.nice(WORKER_NICE)
                 code = worker_main(fds[0], engine)
             except BaseException:  # noqa: BLE001 - a worker must never return into the loop
                 import traceback

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 1
@@ -99,13 +99,15 @@ class ExecutionRow(SQLModel, table=True):
 
 class EventRow(SQLModel, table=True):
     __tablename__ = "events"
-    __table_args__ = (
-        UniqueConstraint("execution_id", "seq", name="uq_event_seq"),
-        Index("ix_events_session_id", "session_id", "id"),
-    )
+    # Only the indexes reads need: every extra index roughly halves bulk-insert speed. Session
+    # feeds find their events through executions(session_id) and the (execution_id, seq) key.
+    __table_args__ = (UniqueConstraint("execution_id", "seq", name="uq_event_seq"),)
     # Ids are assigned by the server (one counter, increasing across the whole server), so a
-    # batch is one executemany with no RETURNING round trip.
-    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    # batch is one executemany with no RETURNING round trip. On SQLite the column is an
+    # INTEGER PRIMARY KEY, i.e. the rowid itself, not a second b-tree.
+    id: int = Field(
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    )
     execution_id: str = Field(sa_column=Column(Text, ForeignKey("executions.id"), nullable=False))
     session_id: str = Field(sa_type=Text)
     seq: int
