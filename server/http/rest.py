@@ -16,7 +16,7 @@ from server.core.templates import parse_uuid
 from server.http.decode import decode_body
 from server.http.keys import SERVICES
 from server.http.middleware import json_response
-from server.pipeline.executions import ExecOutcome, event_json
+from server.pipeline.executions import ExecOutcome, events_array
 from server.runtime import libraries, modules
 from server.services import Services
 
@@ -188,7 +188,7 @@ async def close_session(request: web.Request) -> web.Response:
 def _execution_response(outcome: ExecOutcome) -> web.Response:
     if outcome.events is None:
         return json_response(outcome.execution, status=202)
-    body = {**outcome.execution, "events": [event_json(r) for r in outcome.events]}
+    body = {**outcome.execution, "events": events_array(outcome.events)}
     return json_response(body, status=201)
 
 

@@ -29,7 +29,7 @@ from server.core.templates import parse_uuid
 from server.http.keys import SERVICES
 from server.http.middleware import error_response
 from server.http.rest import EXTRA_ROUTES
-from server.pipeline.executions import event_json
+from server.pipeline.executions import events_array
 from server.services import Services
 from server.store.store import EventTuple
 
@@ -119,7 +119,7 @@ class Subscription:
             "subscription": self.id,
             "execution_id": execution_id,
             "session_id": session_id,
-            "events": [event_json(r) for r in fresh],
+            "events": events_array(fresh),
         }
 
     def finish(self) -> None:
