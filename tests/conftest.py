@@ -55,9 +55,7 @@ def worktree(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {}, db_url=str(tmp_path / "vm.db"), cache_dir=str(tmp_path / "cache")
-    )
+    return Settings.from_env({}, db_url=str(tmp_path / "vm.db"), cache_dir=str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -117,5 +115,3 @@ def api(client: TestClient, worktree: Path) -> Api:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-

@@ -239,17 +239,11 @@ def test_download_skips_cached_unless_forced(tmp_path: Path, registry: FakeRegis
 def test_download_accepts_a_sha1_shasum(tmp_path: Path, registry: FakeRegistry) -> None:
     assert LODASH is not None
     tarball = make_tarball({f"package/{LODASH.file}": LODASH_SOURCE})
-    registry.publish(
-        "lodash", "4.17.21", tarball, integrity=None, shasum=hashlib.sha1(tarball).hexdigest()
-    )
-    assert download(tmp_path, ["lodash-4.17.21"], registry=registry.url)[0]["bytes"] == len(
-        LODASH_SOURCE
-    )
+    registry.publish("lodash", "4.17.21", tarball, integrity=None, shasum=hashlib.sha1(tarball).hexdigest())
+    assert download(tmp_path, ["lodash-4.17.21"], registry=registry.url)[0]["bytes"] == len(LODASH_SOURCE)
 
 
-def test_bad_integrity_is_refused_and_nothing_is_written(
-    tmp_path: Path, registry: FakeRegistry
-) -> None:
+def test_bad_integrity_is_refused_and_nothing_is_written(tmp_path: Path, registry: FakeRegistry) -> None:
     publish_lodash(registry, integrity=sri(b"something else"))
     with pytest.raises(LibraryDownloadError, match=r"lodash-4\.17\.21: .*sha512 does not match"):
         download(tmp_path, ["lodash-4.17.21"], registry=registry.url)

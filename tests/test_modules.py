@@ -272,9 +272,7 @@ def test_database_round_trip_in_a_worktree_file(host: Host, worktree: Path) -> N
     assert second == {"rowsAffected": 1, "lastInsertId": 2}
     updated = host.ok("database", "exec", "UPDATE t SET score = ?", 3)
     assert updated["rowsAffected"] == 2
-    rows = host.ok(
-        "database", "query", "SELECT name, id, score FROM t WHERE id >= ? ORDER BY id", 1
-    )
+    rows = host.ok("database", "query", "SELECT name, id, score FROM t WHERE id >= ? ORDER BY id", 1)
     assert rows == [
         {"name": "ann", "id": 1, "score": 3.0},
         {"name": "bob", "id": 2, "score": 3.0},
@@ -302,9 +300,7 @@ def test_database_in_memory_and_multi_statement_exec(host: Host) -> None:
 
 def test_database_blobs_come_back_as_byte_arrays(host: Host) -> None:
     host.ok("database", "configure", ":memory:")
-    assert host.ok("database", "query", "SELECT x'00ff10' AS b, true AS t") == [
-        {"b": [0, 255, 16], "t": 1}
-    ]
+    assert host.ok("database", "query", "SELECT x'00ff10' AS b, true AS t") == [{"b": [0, 255, 16], "t": 1}]
 
 
 def test_database_sql_errors_and_bad_params(host: Host) -> None:
@@ -353,9 +349,7 @@ def test_close_closes_the_database_handle(host: Host) -> None:
 def test_exec_returns_stdout_and_runs_in_the_worktree(host: Host, worktree: Path) -> None:
     assert host.ok("exec", "run", "echo", ["hello", "world"]) == "hello world\n"
     code = "import os; print(os.getcwd())"
-    assert host.ok("exec", "run", sys.executable, ["-c", code]).strip() == os.path.realpath(
-        worktree
-    )
+    assert host.ok("exec", "run", sys.executable, ["-c", code]).strip() == os.path.realpath(worktree)
 
 
 def test_exec_does_not_use_a_shell(host: Host) -> None:

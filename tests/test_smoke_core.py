@@ -26,8 +26,11 @@ async def test_timer_output_arrives_before_the_end(api):
     status, body = await api.repl(s["id"], "setTimeout(() => console.log('later'), 10); 'now'")
     assert status == 201
     types = [(e["type"], e["payload"].get("text") or e["payload"].get("preview")) for e in body["events"]]
-    assert types == [("input_echo", "setTimeout(() => console.log('later'), 10); 'now'"),
-                     ("console", "later"), ("value", "now")]
+    assert types == [
+        ("input_echo", "setTimeout(() => console.log('later'), 10); 'now'"),
+        ("console", "later"),
+        ("value", "now"),
+    ]
     assert [e["seq"] for e in body["events"]] == [1, 2, 3]
 
 
