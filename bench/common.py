@@ -11,7 +11,8 @@ Pieces:
 - ``ClientProcess``: runs a client coroutine in a separate (spawned) process so that client work
   does not share the server's event loop and GIL (``--inproc-client`` runs it in the server's loop);
 - ``summary()`` / ``percentile()``: latency statistics;
-- ``Result`` and ``write_results()``: the row type and ``bench/results/<program>.json``.
+- ``Result``, ``write_results()`` and ``run_main()``: the row type, ``bench/results/<program>.json``
+  and every program's ``main()``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -144,14 +145,27 @@ def report(program: str, rows: Sequence[Result], raw: dict[str, Any], started: f
     print(f"\n{program}: {time.monotonic() - started:.1f} s, results in {path.relative_to(ROOT)}")
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def base_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every program takes; its description is the first line of ``doc``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument(
         "--inproc-client",
         action="store_true",
         help="run the load-generating client in the server's own event loop instead of a separate process",
     )
     return p
+
+
+def run_main(
+    program: str,
+    parser: argparse.ArgumentParser,
+    run: Callable[[Any], Coroutine[Any, Any, tuple[list[Result], dict[str, Any]]]],
+) -> None:
+    """A program's ``main()``: parse its options, ``run(args)``, print and write the results."""
+    args = parser.parse_args()
+    started = time.monotonic()
+    rows, raw = asyncio.run(run(args))
+    report(program, rows, raw, started, args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +217,6 @@ class BenchServer:
 @contextlib.asynccontextmanager
 async def vm_server(db_url: str | None = None, **overrides: Any) -> AsyncIterator[BenchServer]:
     """Start vm-system in this process on 127.0.0.1:<free port>; SQLite in a temp dir by default."""
-    from aiohttp import web
-
     from server.app import create_app
     from server.config import Settings
 
@@ -219,16 +231,27 @@ async def vm_server(db_url: str | None = None, **overrides: Any) -> AsyncIterato
         **overrides,
     )
     app = create_app(settings)
+    try:
+        async with serve(app) as url:
+            yield BenchServer(url, tmp, settings.db_url, app, worktree)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve an aiohttp application on 127.0.0.1:<free port>; yields its base URL."""
+    from aiohttp import web
+
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         host, port = runner.addresses[0][:2]
-        yield BenchServer(f"http://{host}:{port}", tmp, settings.db_url, app, worktree)
+        yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pg_reachable(url: str = PG_URL) -> str | None:
@@ -267,10 +290,23 @@ async def setup_session(
         tpl = await c.create_template(name or f"bench-{uuid.uuid4().hex[:8]}")
         if limits:
             await c.update_template(tpl["id"], settings={"limits": limits})
-        sess = await c.create_session(
-            template_id=tpl["id"], workspace_id="bench", base_commit_oid="0" * 40, worktree_path=str(worktree)
-        )
+        sess = await create_session(c, tpl["id"], worktree)
         return tpl["id"], sess["id"]
+
+
+async def create_session(c: Any, template_id: str, worktree: Path) -> dict[str, Any]:
+    """One session of the template through the VmClient ``c``."""
+    return await c.create_session(
+        template_id=template_id, workspace_id="bench", base_commit_oid="0" * 40, worktree_path=str(worktree)
+    )
+
+
+async def worker_pid(base_url: str, session_id: str) -> int:
+    """The pid of the session's JS worker (from ``runtime_meta``)."""
+    from server.client import VmClient
+
+    async with VmClient(base_url) as c:
+        return int((await c.get_session(session_id))["runtime_meta"]["worker_pid"])
 
 
 UNLIMITED = {"cpu_ms": 0, "wall_ms": 0, "max_events": 0, "max_output_kb": 0}
@@ -282,13 +318,17 @@ UNLIMITED = {"cpu_ms": 0, "wall_ms": 0, "max_events": 0, "max_output_kb": 0}
 
 def _client_entry(func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> dict[str, Any]:
     """Runs in the client process: one coroutine, plus its CPU and wall time."""
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    result = asyncio.run(func(*args))
-    wall = time.perf_counter() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return {"result": result, "client_cpu_s": round(cpu, 4), "client_wall_s": round(wall, 4)}
+    cpu0, t0 = self_cpu_s(), time.perf_counter()
+    return _client_result(asyncio.run(func(*args)), cpu0, t0)
+
+
+def _client_result(result: Any, cpu0: float, t0: float) -> dict[str, Any]:
+    """A client run's answer: its result, and the CPU and wall time since ``cpu0`` and ``t0``."""
+    return {
+        "result": result,
+        "client_cpu_s": round(self_cpu_s() - cpu0, 4),
+        "client_wall_s": round(time.perf_counter() - t0, 4),
+    }
 
 
 class ClientProcess:
@@ -317,16 +357,9 @@ class ClientProcess:
 
     async def run(self, func: Callable[..., Awaitable[Any]], *args: Any) -> dict[str, Any]:
         if self._pool is None:
-            ru0 = resource.getrusage(resource.RUSAGE_SELF)
-            t0 = time.perf_counter()
-            result = await asyncio.wait_for(func(*args), self.timeout_s)
-            ru1 = resource.getrusage(resource.RUSAGE_SELF)
-            cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-            return {
-                "result": result,
-                "client_cpu_s": round(cpu, 4),  # includes the server: same process
-                "client_wall_s": round(time.perf_counter() - t0, 4),
-            }
+            # In process, client_cpu_s includes the server's CPU too.
+            cpu0, t0 = self_cpu_s(), time.perf_counter()
+            return _client_result(await asyncio.wait_for(func(*args), self.timeout_s), cpu0, t0)
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._pool, _client_entry, func, args)
         return await asyncio.wait_for(fut, self.timeout_s)

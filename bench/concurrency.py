@@ -21,8 +21,9 @@ from common import (  # noqa: E402
     ClientProcess,
     Result,
     base_parser,
+    create_session,
     proc_cpu_s,
-    report,
+    run_main,
     self_cpu_s,
     summary,
     vm_server,
@@ -74,15 +75,7 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
 
     async with ClientProcess(inproc=args.inproc_client) as client, vm_server() as vm, VmClient(vm.url) as c:
         tpl = await c.create_template("bench-concurrency")
-        sessions = [
-            await c.create_session(
-                template_id=tpl["id"],
-                workspace_id="bench",
-                base_commit_oid="0" * 40,
-                worktree_path=str(vm.worktree),
-            )
-            for _ in range(args.clients)
-        ]
+        sessions = [await create_session(c, tpl["id"], vm.worktree) for _ in range(args.clients)]
         sids = [s["id"] for s in sessions]
         pids = [int(s["runtime_meta"]["worker_pid"]) for s in sessions]
         cpu0, w0, t0 = self_cpu_s(), sum(proc_cpu_s(p) for p in pids), time.monotonic()
@@ -115,14 +108,11 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
 
 
 def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+    p = base_parser(__doc__)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--warmup-s", type=float, default=1.5)
-    args = p.parse_args()
-    started = time.monotonic()
-    rows, raw = asyncio.run(run(args))
-    report(PROGRAM, rows, raw, started, args)
+    run_main(PROGRAM, p, run)
 
 
 if __name__ == "__main__":

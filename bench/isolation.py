@@ -24,10 +24,11 @@ from common import (  # noqa: E402
     base_parser,
     proc_cpu_s,
     repl_loop,
-    report,
+    run_main,
     setup_session,
     summary,
     vm_server,
+    worker_pid,
 )
 
 PROGRAM = "isolation"
@@ -67,7 +68,7 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
                 idle.extend(out["result"])
                 raw["rounds"].append({"round": r, "kind": "idle", **summary(out["result"], scale=1000)})
                 # busy round: B spins on the other core (or on ours)
-                pid_b = int((await c.get_session(sid_b))["runtime_meta"]["worker_pid"])
+                pid_b = await worker_pid(vm.url, sid_b)
                 spin = await c.repl(sid_b, "while (true) {}", wait=False)
                 await asyncio.sleep(0.2)
                 cpu0, t0 = proc_cpu_s(pid_b), time.monotonic()
@@ -106,14 +107,11 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
 
 
 def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+    p = base_parser(__doc__)
     p.add_argument("--n", type=int, default=500, help="requests per round")
     p.add_argument("--rounds", type=int, default=2, help="idle+busy round pairs")
     p.add_argument("--warmup", type=int, default=200)
-    args = p.parse_args()
-    started = time.monotonic()
-    rows, raw = asyncio.run(run(args))
-    report(PROGRAM, rows, raw, started, args)
+    run_main(PROGRAM, p, run)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,11 +43,13 @@ from common import (  # noqa: E402
     pg_schema,
     proc_cpu_s,
     repl_loop,
-    report,
+    run_main,
     self_cpu_s,
+    serve,
     setup_session,
     summary,
     vm_server,
+    worker_pid,
 )
 
 PROGRAM = "repl_roundtrip"
@@ -134,15 +135,10 @@ async def floor_server(tmp: Path) -> AsyncIterator[dict[str, Any]]:
 
     app = web.Application()
     app.router.add_post("/api/v1/executions/repl", repl)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield {"url": f"http://{host}:{port}", "session_id": session_id, "worker_pid": proc.pid}
+        async with serve(app) as url:
+            yield {"url": url, "session_id": session_id, "worker_pid": proc.pid}
     finally:
-        await runner.cleanup()
         writer.close()
         proc.kill()
         await asyncio.wait_for(proc.wait(), 5)
@@ -173,20 +169,13 @@ def pool(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return info
 
 
-async def vm_worker_pid(url: str, session_id: str) -> int:
-    from server.client import VmClient
-
-    async with VmClient(url) as c:
-        return int((await c.get_session(session_id))["runtime_meta"]["worker_pid"])
-
-
 async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
     raw: dict[str, Any] = {}
     rows: list[Result] = []
     async with ClientProcess(inproc=args.inproc_client) as client, vm_server() as vm:
         async with floor_server(vm.tmp) as floor:
             _, sid = await setup_session(vm.url, vm.worktree)
-            vm_pid = await vm_worker_pid(vm.url, sid)
+            vm_pid = await worker_pid(vm.url, sid)
             # Warm-up: connections, caches, the worker's first evaluations.
             await client.run(repl_loop, floor["url"], floor["session_id"], args.warmup, 0)
             await client.run(repl_loop, vm.url, sid, args.warmup, 0)
@@ -231,7 +220,7 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
                 with pg_schema(PG_URL) as pg_url:
                     async with vm_server(db_url=pg_url) as pg:
                         _, psid = await setup_session(pg.url, pg.worktree)
-                        ppid = await vm_worker_pid(pg.url, psid)
+                        ppid = await worker_pid(pg.url, psid)
                         await client.run(repl_loop, pg.url, psid, args.warmup, 0)
                         pg_rounds = [await measure(client, pg.url, psid, args.n, ppid) for _ in range(2)]
                 p = pool(pg_rounds)
@@ -250,14 +239,11 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
 
 
 def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+    p = base_parser(__doc__)
     p.add_argument("--n", type=int, default=500, help="requests per round")
     p.add_argument("--rounds", type=int, default=4, help="alternating floor/system rounds")
     p.add_argument("--warmup", type=int, default=200)
-    args = p.parse_args()
-    started = time.monotonic()
-    rows, raw = asyncio.run(run(args))
-    report(PROGRAM, rows, raw, started, args)
+    run_main(PROGRAM, p, run)
 
 
 if __name__ == "__main__":

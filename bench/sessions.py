@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Result, base_parser, report, summary, vm_server  # noqa: E402
+from common import Result, base_parser, create_session, run_main, summary, vm_server  # noqa: E402
 
 PROGRAM = "sessions"
 
@@ -61,12 +61,7 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
 
         async def create() -> tuple[float, dict[str, Any]]:
             t0 = time.perf_counter()
-            s = await c.create_session(
-                template_id=tpl["id"],
-                workspace_id="bench",
-                base_commit_oid="0" * 40,
-                worktree_path=str(vm.worktree),
-            )
+            s = await create_session(c, tpl["id"], vm.worktree)
             return time.perf_counter() - t0, s
 
         for _ in range(args.warmup):  # warm the zygote, the store and the connection
@@ -113,15 +108,12 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
 
 
 def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+    p = base_parser(__doc__)
     p.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--min-samples", type=int, default=20, help="repeat small N until this many creations")
     p.add_argument("--settle", type=float, default=0.5, help="seconds idle before reading memory")
-    args = p.parse_args()
-    started = time.monotonic()
-    rows, raw = asyncio.run(run(args))
-    report(PROGRAM, rows, raw, started, args)
+    run_main(PROGRAM, p, run)
 
 
 if __name__ == "__main__":

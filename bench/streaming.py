@@ -41,10 +41,11 @@ from common import (  # noqa: E402
     floor_db,
     now_iso,
     proc_cpu_s,
-    report,
+    run_main,
     self_cpu_s,
     setup_session,
     summary,
+    worker_pid,
 )
 from common import vm_server as start_vm  # noqa: E402
 
@@ -164,10 +165,7 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
     n_events = args.lines + 2
     async with ClientProcess(inproc=args.inproc_client, timeout_s=240) as client, start_vm() as vm:
         _, sid = await setup_session(vm.url, vm.worktree, limits=UNLIMITED)
-        from server.client import VmClient
-
-        async with VmClient(vm.url) as c:
-            worker_pid = int((await c.get_session(sid))["runtime_meta"]["worker_pid"])
+        pid = await worker_pid(vm.url, sid)
 
         # Warm-up: a small flood and a short ticker.
         await client.run(ws_execute, vm.url, sid, FLOOD.format(n=2000), 2002, 60, False)
@@ -178,13 +176,13 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
         for _ in range(args.runs):
             floors.append(floor_insert(n_events, server_schema=False))
             floors_full.append(floor_insert(n_events, server_schema=True))
-            cpu0, w0 = self_cpu_s(), proc_cpu_s(worker_pid)
+            cpu0, w0 = self_cpu_s(), proc_cpu_s(pid)
             out = await client.run(ws_execute, vm.url, sid, FLOOD.format(n=args.lines), n_events, 180, False)
             res = out["result"]
             res.pop("latencies")
             res["rate"] = res["events"] / res["seconds"]
             res["server_cpu_s"] = round(self_cpu_s() - cpu0, 3)
-            res["worker_cpu_s"] = round(proc_cpu_s(worker_pid) - w0, 3)
+            res["worker_cpu_s"] = round(proc_cpu_s(pid) - w0, 3)
             res["client_cpu_s"] = out["client_cpu_s"]
             systems.append(res)
         floors.append(floor_insert(n_events, server_schema=False))
@@ -250,14 +248,11 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
 
 
 def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+    p = base_parser(__doc__)
     p.add_argument("--lines", type=int, default=100_000)
     p.add_argument("--runs", type=int, default=3, help="system runs (the floor runs once more)")
     p.add_argument("--ticks", type=int, default=500, help="lines of the 10 ms ticker")
-    args = p.parse_args()
-    started = time.monotonic()
-    rows, raw = asyncio.run(run(args))
-    report(PROGRAM, rows, raw, started, args)
+    run_main(PROGRAM, p, run)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
@@ -91,7 +91,25 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-class VmSocket:
+class _ClosesOnExit:
+    """`async with` for the clients below: leaving the block calls their `close()`."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class VmSocket(_ClosesOnExit):
     """One WebSocket connection (API.md section 7).
 
     A reader task routes every incoming message: a reply whose `reply_to` matches a pending
@@ -212,17 +230,6 @@ class VmSocket:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
-    async def __aenter__(self) -> VmSocket:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def _read_loop(self) -> None:
         reason = ""
         try:
@@ -259,7 +266,7 @@ class VmSocket:
             self._queue.put_nowait(None)
 
 
-class VmClient:
+class VmClient(_ClosesOnExit):
     """REST client: one method per endpoint of API.md section 3, returning the parsed JSON."""
 
     def __init__(
@@ -276,17 +283,6 @@ class VmClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> VmClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def close(self) -> None:
         if self._owns_session and self._session is not None:
             await self._session.close()
@@ -299,11 +295,11 @@ class VmClient:
             self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
 
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return headers
+        return {"Accept": "application/json", **self._auth_headers()}
 
     def _unreachable(self, reason: str) -> ApiError:
         return ApiError(0, "UNREACHABLE", f"cannot reach the server at {self.base_url}: {reason}")
@@ -553,12 +549,9 @@ class VmClient:
     async def connect_ws(self) -> VmSocket:
         """Open `/api/v1/ws`. A missing endpoint raises `ApiError(404, "NOT_FOUND", ...)`."""
         self._check_url()
-        headers = {}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         try:
             ws = await self._http().ws_connect(
-                self.ws_url, headers=headers, max_msg_size=64 * 1024 * 1024, heartbeat=30.0
+                self.ws_url, headers=self._auth_headers(), max_msg_size=64 * 1024 * 1024, heartbeat=30.0
             )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 404:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,12 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Settings
+from server.store.store import Store
 
 PG_URL = os.environ.get("VM_SYSTEM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+MISSING = "00000000-0000-4000-8000-000000000000"  # a well-formed id that names nothing
+INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
 
 
 def pg_available() -> bool:
@@ -63,6 +70,72 @@ async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
     return await aiohttp_client(create_app(settings))
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def open_store(db_url: str) -> AsyncIterator[Store]:
+    """The store on `db_url`, opened for the block (to read or seed the database directly)."""
+    st = Store(db_url)
+    await st.open()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+# ---------------------------------------------------------------------------- HTTP helpers
+
+
+async def expect_error(resp: Any, status: int, code: str) -> dict[str, Any]:
+    """Assert an error response and return its `error` object (envelope shape checked)."""
+    body = await resp.json()
+    assert resp.status == status, body
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) <= {"code", "message", "details"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+    if "details" in body["error"]:
+        assert isinstance(body["error"]["details"], dict) and body["error"]["details"], body
+    return body["error"]
+
+
+async def get_json(client: TestClient, path: str, **params: Any) -> Any:
+    r = await client.get(path, params=params or None)
+    assert r.status == 200, await r.text()
+    return await r.json()
+
+
+async def history(client: TestClient, session_id: str, **params: Any) -> list[dict[str, Any]]:
+    """A session's executions, newest first."""
+    return await get_json(client, "/api/v1/executions", session_id=session_id, **params)
+
+
+async def stored_events(client: TestClient, execution_id: str) -> list[dict[str, Any]]:
+    return await get_json(client, f"/api/v1/executions/{execution_id}/events")
+
+
+def session_body(template_id: str, worktree: Path | str, **over: Any) -> dict[str, Any]:
+    """A valid `POST /api/v1/sessions` body; `over` replaces or adds fields."""
+    return {
+        "template_id": template_id,
+        "workspace_id": "ws",
+        "base_commit_oid": "abc123",
+        "worktree_path": str(worktree),
+        **over,
+    }
+
+
+def assert_gap_free(events: list[dict[str, Any]]) -> None:
+    """Seqs run 1..n with no gap; ids increase and never repeat."""
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
 class Api:
     """Small helpers over a test client: create templates and sessions in one call."""
 
@@ -82,15 +155,7 @@ class Api:
     async def session(self, template_id: str | None = None, **limits: Any) -> dict[str, Any]:
         if template_id is None:
             template_id = (await self.template(limits=limits) if limits else await self.template())["id"]
-        r = await self.client.post(
-            "/api/v1/sessions",
-            json={
-                "template_id": template_id,
-                "workspace_id": "ws",
-                "base_commit_oid": "abc123",
-                "worktree_path": str(self.worktree),
-            },
-        )
+        r = await self.client.post("/api/v1/sessions", json=session_body(template_id, self.worktree))
         assert r.status == 201, await r.text()
         return await r.json()
 

@@ -10,22 +10,7 @@ from typing import Any
 
 from server.app import create_app
 from server.store.store import Store
-
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-MISSING = "00000000-0000-4000-8000-000000000000"
-
-
-async def expect_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    """Assert an error response and return its `error` object (envelope shape checked)."""
-    body = await resp.json()
-    assert resp.status == status, body
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) <= {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
-    if "details" in body["error"]:
-        assert isinstance(body["error"]["details"], dict) and body["error"]["details"], body
-    return body["error"]
+from tests.conftest import MISSING, TS_RE, expect_error, session_body
 
 
 async def templates(client: Any) -> list[dict[str, Any]]:
@@ -208,15 +193,7 @@ async def test_malformed_id_on_writes_is_validation_error(client):
 
 
 async def test_malformed_ids_in_bodies_are_validation_errors(client, api, worktree):
-    r = await client.post(
-        "/api/v1/sessions",
-        json={
-            "template_id": "nope",
-            "workspace_id": "ws",
-            "base_commit_oid": "c",
-            "worktree_path": str(worktree),
-        },
-    )
+    r = await client.post("/api/v1/sessions", json=session_body("nope", worktree))
     err = await expect_error(r, 400, "VALIDATION_ERROR")
     assert err["message"] == "template_id must be a valid UUID"
     for route, body in [
@@ -244,15 +221,7 @@ async def test_ids_in_any_uuid_form_are_normalised_to_lowercase(client, api, wor
         r = await client.get(f"/api/v1/templates/{form}/modules")
         assert r.status == 200, form
 
-    r = await client.post(
-        "/api/v1/sessions",
-        json={
-            "template_id": tpl["id"].upper(),
-            "workspace_id": "ws",
-            "base_commit_oid": "c",
-            "worktree_path": str(worktree),
-        },
-    )
+    r = await client.post("/api/v1/sessions", json=session_body(tpl["id"].upper(), worktree))
     assert r.status == 201, await r.text()
     session = await r.json()
     assert session["vm_id"] == tpl["id"]

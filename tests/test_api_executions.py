@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import uuid
 from typing import Any
 
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-MISSING = "00000000-0000-4000-8000-000000000000"
+from tests.conftest import MISSING, TS_RE, expect_error, get_json, history
+
 EXECUTION_KEYS = {
     "id",
     "session_id",
@@ -26,28 +25,6 @@ EXECUTION_KEYS = {
     "metrics",
 }
 FOREVER = "await new Promise(r => setTimeout(r, 600000))"
-
-
-async def expect_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    body = await resp.json()
-    assert resp.status == status, body
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) <= {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"], body
-    return body["error"]
-
-
-async def get_json(client: Any, path: str) -> Any:
-    r = await client.get(path)
-    assert r.status == 200, await r.text()
-    return await r.json()
-
-
-async def history(client: Any, session_id: str, **params: Any) -> list[dict[str, Any]]:
-    r = await client.get("/api/v1/executions", params={"session_id": session_id, **params})
-    assert r.status == 200, await r.text()
-    return await r.json()
 
 
 async def until_ended(client: Any, execution_id: str) -> dict[str, Any]:

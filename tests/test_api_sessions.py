@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
 from typing import Any
 
 from server.app import create_app
+from tests.conftest import MISSING, TS_RE, expect_error, get_json, session_body
 
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-MISSING = "00000000-0000-4000-8000-000000000000"
 SESSION_KEYS = {
     "id",
     "vm_id",
@@ -23,32 +21,6 @@ SESSION_KEYS = {
     "last_error",
     "runtime_meta",
 }
-
-
-async def expect_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    body = await resp.json()
-    assert resp.status == status, body
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) <= {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"], body
-    return body["error"]
-
-
-async def get_json(client: Any, path: str) -> Any:
-    r = await client.get(path)
-    assert r.status == 200, await r.text()
-    return await r.json()
-
-
-def session_body(template_id: str, worktree: Any, **over: Any) -> dict[str, Any]:
-    return {
-        "template_id": template_id,
-        "workspace_id": "ws-1",
-        "base_commit_oid": "deadbeef",
-        "worktree_path": str(worktree),
-        **over,
-    }
 
 
 async def active_ids(client: Any) -> list[str]:
@@ -71,7 +43,7 @@ async def test_create_session_shape(client, api, worktree):
     assert SESSION_KEYS - {"closed_at", "last_error"} <= set(s) <= SESSION_KEYS
     assert str(uuid.UUID(s["id"])) == s["id"]
     assert s["vm_id"] == tpl["id"]
-    assert (s["workspace_id"], s["base_commit_oid"]) == ("ws-1", "deadbeef")
+    assert (s["workspace_id"], s["base_commit_oid"]) == ("ws", "abc123")
     assert s["worktree_path"] == str(worktree)
     assert s["status"] == "ready"
     assert TS_RE.match(s["created_at"])

@@ -3,34 +3,16 @@ modules and libraries."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-MISSING = "00000000-0000-4000-8000-000000000000"
+from tests.conftest import MISSING, TS_RE, expect_error, get_json
 
 DEFAULT_SETTINGS = {
     "limits": {"cpu_ms": 2000, "wall_ms": 5000, "mem_mb": 128, "max_events": 50000, "max_output_kb": 256},
     "resolver": {"roots": ["."], "extensions": [".js", ".mjs"], "allow_absolute_repo_imports": False},
     "runtime": {"esm": False, "strict": False, "console": True},
 }
-
-
-async def expect_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    body = await resp.json()
-    assert resp.status == status, body
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) <= {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"], body
-    return body["error"]
-
-
-async def get_json(client: Any, path: str) -> Any:
-    r = await client.get(path)
-    assert r.status == 200, await r.text()
-    return await r.json()
 
 
 def url(tpl: dict[str, Any], sub: str = "") -> str:

@@ -8,6 +8,8 @@ import signal
 
 import pytest
 
+from tests.conftest import stored_events
+
 
 async def _run(api, sid, code):
     return await api.repl(sid, code)
@@ -65,7 +67,7 @@ async def test_console_flood_stores_exactly_max_events(api):
     assert status == 422
     assert body["error"]["code"] == "OUTPUT_LIMIT_EXCEEDED"
     exec_id = body["error"]["details"]["execution_id"]
-    events = await (await api.client.get(f"/api/v1/executions/{exec_id}/events")).json()
+    events = await stored_events(api.client, exec_id)
     assert len(events) == 10
     assert [e["seq"] for e in events] == list(range(1, 11))
     assert events[-1]["type"] == "system"
@@ -79,7 +81,7 @@ async def test_output_limit_holds_even_when_the_code_catches_the_error(api):
     status, body = await _run(api, s["id"], "for (;;) { try { console.log('x') } catch (e) {} }")
     assert status == 422
     exec_id = body["error"]["details"]["execution_id"]
-    events = await (await api.client.get(f"/api/v1/executions/{exec_id}/events")).json()
+    events = await stored_events(api.client, exec_id)
     assert len(events) == 6
     assert (await api.value(s["id"], "1+1"))["json"] == 2
 
@@ -89,7 +91,7 @@ async def test_output_bytes_limit(api):
     status, body = await _run(api, s["id"], "console.log('a'.repeat(600)); console.log('b'.repeat(600)); 1")
     assert status == 422
     exec_id = body["error"]["details"]["execution_id"]
-    events = await (await api.client.get(f"/api/v1/executions/{exec_id}/events")).json()
+    events = await stored_events(api.client, exec_id)
     texts = [e["payload"].get("text", "") for e in events if e["type"] == "console"]
     assert texts == ["a" * 600]  # the line that would pass the limit is not stored
 
@@ -132,7 +134,7 @@ async def test_killed_worker_ends_the_execution_and_the_session_is_rebuilt(api):
         await asyncio.sleep(0.05)
     assert ex["status"] == "error"
     assert ex["error"]["code"] == "WORKER_CRASHED"
-    events = await (await api.client.get(f"/api/v1/executions/{exec_id}/events")).json()
+    events = await stored_events(api.client, exec_id)
     assert events[-1]["type"] == "system" and events[-1]["payload"]["code"] == "WORKER_CRASHED"
     sess = await (await api.client.get(f"/api/v1/sessions/{s['id']}")).json()
     assert sess["status"] == "ready"

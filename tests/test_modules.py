@@ -45,13 +45,6 @@ class Host:
 
 
 @pytest.fixture
-def worktree(tmp_path: Path) -> Path:
-    root = tmp_path / "worktree"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def host(worktree: Path) -> Iterator[Host]:
     module_host = ModuleHost(str(worktree), ["fs", "database", "exec"], lambda: None)
     yield Host(module_host)

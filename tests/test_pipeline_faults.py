@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from server.app import create_app
 from server.config import Settings
 from server.store.store import EventTuple, Store
+from tests.conftest import assert_gap_free, history, session_body, stored_events
 
 SECRET = "/var/lib/secret-dir/vm.db"
 
@@ -98,18 +99,6 @@ def assert_internal(status: int, body: dict[str, Any], operation: str) -> None:
         assert leak not in raw, leak
 
 
-async def executions_of(client: TestClient, session_id: str) -> list[dict[str, Any]]:
-    r = await client.get("/api/v1/executions", params={"session_id": session_id})
-    assert r.status == 200
-    return await r.json()
-
-
-async def stored_events(client: TestClient, execution_id: str) -> list[dict[str, Any]]:
-    r = await client.get(f"/api/v1/executions/{execution_id}/events")
-    assert r.status == 200
-    return await r.json()
-
-
 async def assert_ended(client: TestClient, store: Store, execution_id: str) -> dict[str, Any]:
     r = await client.get(f"/api/v1/executions/{execution_id}")
     ex = await r.json()
@@ -120,12 +109,6 @@ async def assert_ended(client: TestClient, store: Store, execution_id: str) -> d
     return ex
 
 
-def assert_gap_free(events: list[dict[str, Any]]) -> None:
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    ids = [e["id"] for e in events]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
-
-
 # ---------------------------------------------------------------------------- faults
 
 
@@ -134,7 +117,7 @@ async def test_failed_create_execution_is_reported_and_leaves_no_row(api, client
     store.fail_create_execution = True
     status, body = await api.repl(s["id"], "1+1")
     assert_internal(status, body, "create execution")
-    assert await executions_of(client, s["id"]) == []
+    assert await history(client, s["id"]) == []
     assert await store.list_executions(session_id=s["id"], limit=10) == []
 
     store.fail_create_execution = False
@@ -147,7 +130,7 @@ async def test_failed_create_execution_on_run_file(api, client, store, worktree:
     store.fail_create_execution = True
     r = await client.post("/api/v1/executions/run-file", json={"session_id": s["id"], "path": "main.js"})
     assert_internal(r.status, await r.json(), "create execution")
-    assert await executions_of(client, s["id"]) == []
+    assert await history(client, s["id"]) == []
     store.fail_create_execution = False
     r = await client.post("/api/v1/executions/run-file", json={"session_id": s["id"], "path": "main.js"})
     assert r.status == 201
@@ -218,15 +201,7 @@ async def test_failed_startup_execution_fails_session_creation(api, client, stor
     r = await client.post(f"/api/v1/templates/{tpl['id']}/startup-files", json={"path": "init.js"})
     assert r.status == 201
     store.fail_create_execution = True
-    r = await client.post(
-        "/api/v1/sessions",
-        json={
-            "template_id": tpl["id"],
-            "workspace_id": "ws",
-            "base_commit_oid": "abc",
-            "worktree_path": str(worktree),
-        },
-    )
+    r = await client.post("/api/v1/sessions", json=session_body(tpl["id"], worktree))
     body = await r.json()
     assert_internal(r.status, body, "create execution")
     sessions = await store.list_sessions(template_id=tpl["id"])
@@ -300,7 +275,7 @@ async def test_startup_executions_are_recorded(api, client, worktree: Path) -> N
         assert r.status == 201
     s = await api.session(tpl["id"])
 
-    listed = await executions_of(client, s["id"])
+    listed = await history(client, s["id"])
     assert [(x["kind"], x["path"], x["status"]) for x in reversed(listed)] == [
         ("startup", "a.js", "ok"),
         ("startup", "b.js", "ok"),

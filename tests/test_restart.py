@@ -6,14 +6,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,15 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Settings
-from server.store.store import Store
+from tests.conftest import (
+    INTERRUPTED_SESSION,
+    assert_gap_free,
+    free_port,
+    open_store,
+    session_body,
+    stored_events,
+)
 
-INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
 ROOT = Path(__file__).resolve().parent.parent
 
 # Logs a line every few milliseconds until the server goes away.
@@ -36,52 +41,50 @@ FOREVER = "let i = 0; setInterval(() => console.log('line ' + (++i)), 3); 'start
 
 async def test_rows_left_live_are_reconciled_on_start(aiohttp_client: Any, settings: Settings) -> None:
     # What a crashed process leaves behind: a ready session and a running execution with events.
-    st = Store(settings.db_url)
-    await st.open()
     sid, eid = str(uuid.uuid4()), str(uuid.uuid4())
-    await st.create_session(
-        row={
-            "id": sid,
-            "vm_id": str(uuid.uuid4()),
-            "workspace_id": "ws",
-            "base_commit_oid": "abc",
-            "worktree_path": "/tmp",
-            "status": "ready",
-            "created_at": "2026-01-01T00:00:00.000000Z",
-            "closed_at": None,
-            "last_error": None,
-            "runtime_meta": {"worker_pid": None},
-        }
-    )
-    await st.create_execution(
-        row={
-            "id": eid,
-            "session_id": sid,
-            "kind": "repl",
-            "input": "x",
-            "path": None,
-            "args": {},
-            "env": {},
-            "status": "running",
-            "started_at": "2026-01-01T00:00:01.000000Z",
-            "metrics": {},
-        }
-    )
-    await st.write_batch(
-        events=[
-            (
-                i,
-                eid,
-                sid,
-                i,
-                f"2026-01-01T00:00:0{i}.000000Z",
-                "console",
-                json.dumps({"level": "log", "text": str(i)}),
-            )
-            for i in (1, 2, 3)
-        ]
-    )
-    await st.close()
+    async with open_store(settings.db_url) as st:
+        await st.create_session(
+            row={
+                "id": sid,
+                "vm_id": str(uuid.uuid4()),
+                "workspace_id": "ws",
+                "base_commit_oid": "abc",
+                "worktree_path": "/tmp",
+                "status": "ready",
+                "created_at": "2026-01-01T00:00:00.000000Z",
+                "closed_at": None,
+                "last_error": None,
+                "runtime_meta": {"worker_pid": None},
+            }
+        )
+        await st.create_execution(
+            row={
+                "id": eid,
+                "session_id": sid,
+                "kind": "repl",
+                "input": "x",
+                "path": None,
+                "args": {},
+                "env": {},
+                "status": "running",
+                "started_at": "2026-01-01T00:00:01.000000Z",
+                "metrics": {},
+            }
+        )
+        await st.write_batch(
+            events=[
+                (
+                    i,
+                    eid,
+                    sid,
+                    i,
+                    f"2026-01-01T00:00:0{i}.000000Z",
+                    "console",
+                    json.dumps({"level": "log", "text": str(i)}),
+                )
+                for i in (1, 2, 3)
+            ]
+        )
 
     client: TestClient = await aiohttp_client(create_app(settings))
     session = await (await client.get(f"/api/v1/sessions/{sid}")).json()
@@ -93,7 +96,7 @@ async def test_rows_left_live_are_reconciled_on_start(aiohttp_client: Any, setti
     assert execution["error"]["code"] == "INTERRUPTED"
     assert execution["ended_at"]
     assert execution["metrics"]["event_count"] == 3
-    events = await (await client.get(f"/api/v1/executions/{eid}/events")).json()
+    events = await stored_events(client, eid)
     assert [(e["id"], e["seq"], e["payload"]["text"]) for e in events] == [
         (1, 1, "1"),
         (2, 2, "2"),
@@ -108,15 +111,7 @@ async def test_rows_left_live_are_reconciled_on_start(aiohttp_client: Any, setti
     tpl = await r.json()
     wt = Path(settings.cache_dir).parent / "wt"
     wt.mkdir()
-    r = await client.post(
-        "/api/v1/sessions",
-        json={
-            "template_id": tpl["id"],
-            "workspace_id": "ws",
-            "base_commit_oid": "abc",
-            "worktree_path": str(wt),
-        },
-    )
+    r = await client.post("/api/v1/sessions", json=session_body(tpl["id"], wt))
     s2 = await r.json()
     r = await client.post("/api/v1/executions/repl", json={"session_id": s2["id"], "input": "1+1"})
     body = await r.json()
@@ -133,17 +128,7 @@ async def test_graceful_stop_then_start_ends_the_running_execution(
         f"/api/v1/templates/{tpl['id']}", json={"settings": {"limits": {"cpu_ms": 600000, "wall_ms": 600000}}}
     )
     assert r.status == 200
-    s = await (
-        await first.post(
-            "/api/v1/sessions",
-            json={
-                "template_id": tpl["id"],
-                "workspace_id": "ws",
-                "base_commit_oid": "abc",
-                "worktree_path": str(worktree),
-            },
-        )
-    ).json()
+    s = await (await first.post("/api/v1/sessions", json=session_body(tpl["id"], worktree))).json()
     r = await first.post(
         "/api/v1/executions/repl", json={"session_id": s["id"], "input": "while(true){}", "wait": False}
     )
@@ -153,21 +138,17 @@ async def test_graceful_stop_then_start_ends_the_running_execution(
     await first.close()
 
     # The graceful stop ended the execution and closed the session itself.
-    st = Store(settings.db_url)
-    await st.open()
-    try:
+    async with open_store(settings.db_url) as st:
         stopped = await st.get_execution(execution_id=running["id"])
         assert stopped["status"] == "error"
         assert stopped["error"]["code"] == "INTERRUPTED"
         assert (await st.get_session(session_id=s["id"]))["status"] == "closed"
-    finally:
-        await st.close()
 
     second: TestClient = await aiohttp_client(create_app(settings))
     execution = await (await second.get(f"/api/v1/executions/{running['id']}")).json()
     assert execution["status"] == "error"
     assert execution["error"]["code"] == "INTERRUPTED"
-    events = await (await second.get(f"/api/v1/executions/{running['id']}/events")).json()
+    events = await stored_events(second, running["id"])
     assert events[0]["type"] == "input_echo"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     session = await (await second.get(f"/api/v1/sessions/{s['id']}")).json()
@@ -176,12 +157,6 @@ async def test_graceful_stop_then_start_ends_the_running_execution(
 
 
 # ---------------------------------------------------------------------------- a real server process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def descendants(pid: int) -> set[int]:
@@ -285,16 +260,7 @@ class Server:
                 }
             },
         )
-        session = self.ok(
-            "POST",
-            "/api/v1/sessions",
-            {
-                "template_id": tpl["id"],
-                "workspace_id": "ws",
-                "base_commit_oid": "abc",
-                "worktree_path": str(worktree),
-            },
-        )
+        session = self.ok("POST", "/api/v1/sessions", session_body(tpl["id"], worktree))
         execution = self.ok(
             "POST", "/api/v1/executions/repl", {"session_id": session["id"], "input": FOREVER, "wait": False}
         )
@@ -315,24 +281,28 @@ class Server:
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
+def start_server(tmp_path: Path) -> Iterator[Callable[[], Server]]:
+    """Starts a server on the test's database each call; every one is stopped afterwards."""
     started: list[Server] = []
-    yield started
+
+    def start() -> Server:
+        server = Server(tmp_path)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
     for server in started:
         server.stop()
 
 
 def assert_prefix_intact(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
     assert after[: len(before)] == before
-    assert [e["seq"] for e in after] == list(range(1, len(after) + 1))
-    ids = [e["id"] for e in after]
-    assert ids == sorted(set(ids))
+    assert_gap_free(after)
 
 
-def test_sigkill_mid_execution_then_restart(servers: list[Server], tmp_path: Path, worktree: Path) -> None:
-    first = Server(tmp_path)
-    servers.append(first)
-    first.start()
+def test_sigkill_mid_execution_then_restart(start_server: Callable[[], Server], worktree: Path) -> None:
+    first = start_server()
     session, execution, before = first.start_forever(worktree)
     worker_pid = session["runtime_meta"]["worker_pid"]
     assert isinstance(worker_pid, int) and alive(worker_pid)
@@ -344,9 +314,7 @@ def test_sigkill_mid_execution_then_restart(servers: list[Server], tmp_path: Pat
     first.proc.wait()
     assert wait_until_gone({worker_pid} | children) == set(), "processes outlived the killed server"
 
-    second = Server(tmp_path)
-    servers.append(second)
-    second.start()
+    second = start_server()
     ended = second.ok("GET", f"/api/v1/executions/{execution['id']}")
     assert ended["status"] == "error"
     assert ended["error"]["code"] == "INTERRUPTED"
@@ -363,10 +331,8 @@ def test_sigkill_mid_execution_then_restart(servers: list[Server], tmp_path: Pat
     assert second.ok("GET", "/api/v1/runtime/summary")["active_sessions"] == 0
 
 
-def test_sigterm_mid_execution_exits_cleanly(servers: list[Server], tmp_path: Path, worktree: Path) -> None:
-    server = Server(tmp_path)
-    servers.append(server)
-    server.start()
+def test_sigterm_mid_execution_exits_cleanly(start_server: Callable[[], Server], worktree: Path) -> None:
+    server = start_server()
     session, execution, before = server.start_forever(worktree)
     worker_pid = session["runtime_meta"]["worker_pid"]
     assert server.proc is not None
@@ -378,16 +344,12 @@ def test_sigterm_mid_execution_exits_cleanly(servers: list[Server], tmp_path: Pa
 
     # Read the database as the server left it, before any restart could reconcile it.
     async def read() -> tuple[Any, Any, Any]:
-        st = Store(Settings.from_env({}, db_url=str(server.db)).db_url)
-        await st.open()
-        try:
+        async with open_store(Settings.from_env({}, db_url=str(server.db)).db_url) as st:
             return (
                 await st.get_execution(execution_id=execution["id"]),
                 await st.get_session(session_id=session["id"]),
                 await st.list_events(execution_id=execution["id"], after_seq=0, limit=100000),
             )
-        finally:
-            await st.close()
 
     ended, closed, rows = asyncio.run(read())
     assert ended["status"] == "error"

@@ -17,8 +17,7 @@ from server.config import Settings
 from server.core.errors import StoreConflict, StoreError
 from server.store.models import SCHEMA_VERSION
 from server.store.store import Store
-
-INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
+from tests.conftest import INTERRUPTED_SESSION, Api, open_store, stored_events
 
 
 def ts(n: int) -> str:
@@ -37,10 +36,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
-    st = Store(db_url)
-    await st.open()
-    yield st
-    await st.close()
+    async with open_store(db_url) as st:
+        yield st
 
 
 # ---------------------------------------------------------------------------- row builders
@@ -64,6 +61,31 @@ SETTINGS = {
     "resolver": {"roots": ["."], "extensions": [".js", ".mjs"], "allow_absolute_repo_imports": False},
     "runtime": {"esm": False, "strict": False, "console": True},
 }
+
+
+def capability_row(vm_id: str, **over: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "vm_id": vm_id,
+        "kind": "module",
+        "name": "fs",
+        "enabled": True,
+        "config": {},
+        "created_at": ts(1),
+        **over,
+    }
+
+
+def startup_file_row(vm_id: str, **over: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "vm_id": vm_id,
+        "path": "init.js",
+        "order_index": 0,
+        "mode": "eval",
+        "created_at": ts(1),
+        **over,
+    }
 
 
 def session_row(vm_id: str, *, status: str = "ready", at: int = 1) -> dict[str, Any]:
@@ -183,27 +205,9 @@ async def test_update_template_writes_template_and_settings_together(store: Stor
 async def test_capabilities_and_startup_files_crud(store: Store) -> None:
     tpl = template_row()
     await store.create_template(template=tpl, settings=SETTINGS)
-    cap = {
-        "id": str(uuid.uuid4()),
-        "vm_id": tpl["id"],
-        "kind": "module",
-        "name": "fs",
-        "enabled": True,
-        "config": {"root": "."},
-        "created_at": ts(1),
-    }
+    cap = capability_row(tpl["id"], config={"root": "."})
     await store.add_capability(row=cap)
-    files = [
-        {
-            "id": str(uuid.uuid4()),
-            "vm_id": tpl["id"],
-            "path": p,
-            "order_index": i,
-            "mode": "eval",
-            "created_at": ts(1),
-        }
-        for p, i in (("b.js", 20), ("a.js", 10))
-    ]
+    files = [startup_file_row(tpl["id"], path=p, order_index=i) for p, i in (("b.js", 20), ("a.js", 10))]
     for f in files:
         await store.add_startup_file(row=f)
 
@@ -226,27 +230,8 @@ async def test_delete_template_cascades_to_children_but_keeps_sessions_and_execu
 ) -> None:
     tpl = template_row()
     await store.create_template(template=tpl, settings=SETTINGS)
-    await store.add_capability(
-        row={
-            "id": str(uuid.uuid4()),
-            "vm_id": tpl["id"],
-            "kind": "module",
-            "name": "fs",
-            "enabled": True,
-            "config": {},
-            "created_at": ts(1),
-        }
-    )
-    await store.add_startup_file(
-        row={
-            "id": str(uuid.uuid4()),
-            "vm_id": tpl["id"],
-            "path": "init.js",
-            "order_index": 0,
-            "mode": "eval",
-            "created_at": ts(1),
-        }
-    )
+    await store.add_capability(row=capability_row(tpl["id"]))
+    await store.add_startup_file(row=startup_file_row(tpl["id"]))
     sess = session_row(tpl["id"])
     await store.create_session(row=sess)
     ex = await make_execution(store, sess["id"])
@@ -275,24 +260,15 @@ async def test_unique_constraints_raise_conflict_and_leave_the_store_usable(stor
     assert await store.get_template(template_id=dup["id"]) is None
     assert await count(store, "template_settings", "vm_id=:id", id=dup["id"]) == 0
 
-    cap = {
-        "vm_id": tpl["id"],
-        "kind": "module",
-        "name": "fs",
-        "enabled": True,
-        "config": {},
-        "created_at": ts(1),
-    }
-    await store.add_capability(row={**cap, "id": str(uuid.uuid4())})
+    await store.add_capability(row=capability_row(tpl["id"]))
     with pytest.raises(StoreConflict):
-        await store.add_capability(row={**cap, "id": str(uuid.uuid4())})
+        await store.add_capability(row=capability_row(tpl["id"]))
     # Same name under another kind is a different capability.
-    await store.add_capability(row={**cap, "id": str(uuid.uuid4()), "kind": "global"})
+    await store.add_capability(row=capability_row(tpl["id"], kind="global"))
 
-    sf = {"vm_id": tpl["id"], "path": "init.js", "order_index": 0, "mode": "eval", "created_at": ts(1)}
-    await store.add_startup_file(row={**sf, "id": str(uuid.uuid4())})
+    await store.add_startup_file(row=startup_file_row(tpl["id"]))
     with pytest.raises(StoreConflict):
-        await store.add_startup_file(row={**sf, "id": str(uuid.uuid4()), "order_index": 5})
+        await store.add_startup_file(row=startup_file_row(tpl["id"], order_index=5))
 
     # The writer connection recovered from every failure.
     other = template_row("other")
@@ -558,36 +534,28 @@ async def test_reconcile_on_startup_closes_live_sessions_and_interrupts_running(
 
 
 async def test_opening_twice_on_the_same_database_keeps_the_data(db_url: str) -> None:
-    first = Store(db_url)
-    await first.open()
-    sess = await make_session(first)
-    ex = await make_execution(first, sess["id"])
-    await first.write_batch(events=events(ex["id"], sess["id"], 1, range(1, 3)))
-    await first.close()
+    async with open_store(db_url) as first:
+        sess = await make_session(first)
+        ex = await make_execution(first, sess["id"])
+        await first.write_batch(events=events(ex["id"], sess["id"], 1, range(1, 3)))
 
-    second = Store(db_url)
-    await second.open()
-    try:
+    async with open_store(db_url) as second:
         assert await second.get_session(session_id=sess["id"]) == sess
         assert await second.max_event_id() == 2
         assert await count(second, "vm_meta") == 1
         # And the reopened store writes normally.
         await second.write_batch(events=events(ex["id"], sess["id"], 3, range(3, 4)))
         assert await second.max_event_id() == 3
-    finally:
-        await second.close()
 
 
 async def test_newer_schema_version_is_refused(db_url: str) -> None:
-    first = Store(db_url)
-    await first.open()
-    await first.write(
-        lambda c: c.execute(
-            text("UPDATE vm_meta SET value=:v WHERE key='schema_version'"), {"v": str(SCHEMA_VERSION + 1)}
-        ),
-        operation="bump schema version",
-    )
-    await first.close()
+    async with open_store(db_url) as first:
+        await first.write(
+            lambda c: c.execute(
+                text("UPDATE vm_meta SET value=:v WHERE key='schema_version'"), {"v": str(SCHEMA_VERSION + 1)}
+            ),
+            operation="bump schema version",
+        )
 
     second = Store(db_url)
     with pytest.raises(RuntimeError, match="upgrade vm-system"):
@@ -600,9 +568,7 @@ async def test_store_recovers_after_postgresql_drops_its_connection(pg_schema_ur
 
     from server.core.errors import StoreError
 
-    st = Store(Settings.from_env({}, db_url=pg_schema_url).db_url)
-    await st.open()
-    try:
+    async with open_store(Settings.from_env({}, db_url=pg_schema_url).db_url) as st:
         sess = await make_session(st)
         backend = await st.write(
             lambda c: c.execute(text("SELECT pg_backend_pid()")).scalar(), operation="pid"
@@ -615,8 +581,6 @@ async def test_store_recovers_after_postgresql_drops_its_connection(pg_schema_ur
         # ...and the next one reconnects.
         ex = await make_execution(st, sess["id"])
         assert (await st.get_execution(execution_id=ex["id"]))["status"] == "running"
-    finally:
-        await st.close()
 
 
 # ---------------------------------------------------------------------------- the server on PostgreSQL
@@ -629,32 +593,17 @@ async def test_http_flow_on_postgresql(aiohttp_client: Any, pg_schema_url: str, 
     worktree = tmp_path / "wt"
     worktree.mkdir()
 
-    r = await client.post("/api/v1/templates", json={"name": "pg"})
-    assert r.status == 201, await r.text()
-    tpl = await r.json()
-    r = await client.post(
-        "/api/v1/sessions",
-        json={
-            "template_id": tpl["id"],
-            "workspace_id": "ws",
-            "base_commit_oid": "abc",
-            "worktree_path": str(worktree),
-        },
-    )
-    assert r.status == 201, await r.text()
-    sess = await r.json()
+    api = Api(client, worktree)
+    sess = await api.session((await api.template("pg"))["id"])
     assert sess["status"] == "ready"
 
-    r = await client.post("/api/v1/executions/repl", json={"session_id": sess["id"], "input": "1+1"})
-    assert r.status == 201, await r.text()
-    body = await r.json()
+    status, body = await api.repl(sess["id"], "1+1")
+    assert status == 201, body
     assert body["status"] == "ok"
     assert body["result"]["json"] == 2
     assert [e["type"] for e in body["events"]] == ["input_echo", "value"]
 
-    r = await client.get(f"/api/v1/executions/{body['id']}/events")
-    assert r.status == 200
-    assert await r.json() == body["events"]
+    assert await stored_events(client, body["id"]) == body["events"]
     r = await client.get(f"/api/v1/executions/{body['id']}")
     stored = await r.json()
     assert stored["status"] == "ok"

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from server.app import create_app
+from tests.conftest import Api, stored_events
 
 FLOOD = "for (let i = 0; i < {n}; i++) console.log('line ' + i); 'done'"
 
@@ -249,7 +250,7 @@ async def test_cancel_over_rest_stops_a_busy_loop(api):
     body = await r.json()
     assert body["status"] == "cancelled"
     assert body["error"]["code"] == "CANCELLED"
-    events = await (await api.client.get(f"/api/v1/executions/{exec_id}/events")).json()
+    events = await stored_events(api.client, exec_id)
     assert events[-1]["type"] == "system" and events[-1]["payload"]["code"] == "CANCELLED"
     assert (await api.value(s["id"], "1+1"))["json"] == 2
     r = await api.client.post(f"/api/v1/executions/{exec_id}/cancel")
@@ -283,7 +284,6 @@ async def test_foreign_origin_is_refused(api, aiohttp_client, settings):
 
 
 async def test_slow_reader_is_closed_with_4008_and_resumes_losslessly(aiohttp_client, settings, worktree):
-    from tests.conftest import Api
 
     client = await aiohttp_client(create_app(replace(settings, ws_queue_frames=2)))
     api = Api(client, worktree)

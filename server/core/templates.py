@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server.clock import now_iso
@@ -206,14 +207,9 @@ class TemplateService:
         return [_shape_capability(c) for c in await self.store.list_capabilities(template_id=template_id)]
 
     async def delete_capability(self, template_id: str, capability_id: str) -> dict[str, Any]:
-        await self.require(template_id)
-        if not await self.store.delete_capability(template_id=template_id, capability_id=capability_id):
-            raise errors.NotFound(
-                f"capability {capability_id} does not exist on template {template_id}",
-                template_id=template_id,
-                capability_id=capability_id,
-            )
-        return {"status": "ok", "template_id": template_id, "capability_id": capability_id}
+        return await self._delete_child(
+            template_id, "capability", "capability_id", capability_id, self.store.delete_capability
+        )
 
     # ------------------------------------------------------------- startup files
 
@@ -254,14 +250,19 @@ class TemplateService:
         return await self.store.list_startup_files(template_id=template_id)
 
     async def delete_startup_file(self, template_id: str, startup_file_id: str) -> dict[str, Any]:
+        return await self._delete_child(
+            template_id, "startup file", "startup_file_id", startup_file_id, self.store.delete_startup_file
+        )
+
+    async def _delete_child(
+        self, template_id: str, noun: str, key: str, child_id: str, delete: Callable[..., Awaitable[bool]]
+    ) -> dict[str, Any]:
+        """Delete a capability or a startup file: `key` is its id's name, `delete` the store method."""
         await self.require(template_id)
-        if not await self.store.delete_startup_file(template_id=template_id, startup_file_id=startup_file_id):
-            raise errors.NotFound(
-                f"startup file {startup_file_id} does not exist on template {template_id}",
-                template_id=template_id,
-                startup_file_id=startup_file_id,
-            )
-        return {"status": "ok", "template_id": template_id, "startup_file_id": startup_file_id}
+        ids = {"template_id": template_id, key: child_id}
+        if not await delete(**ids):
+            raise errors.NotFound(f"{noun} {child_id} does not exist on template {template_id}", **ids)
+        return {"status": "ok", **ids}
 
     # ------------------------------------------------------------- modules & libraries
 

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -42,6 +43,27 @@ INLINE_MAX_EVENTS = 64  # event batches up to this size may be committed on the 
 _EXECUTION_COLUMNS = (
     "id, session_id, kind, input, path, args, env, status, started_at, ended_at, result, error, metrics"
 )
+
+
+@dataclass(frozen=True)
+class _Child:
+    """A kind of row a template owns: how failures name one, what is read back and in what order."""
+
+    noun: str
+    read_columns: tuple[str, ...]  # inserts write these plus created_at
+    order: str
+
+
+_TEMPLATE_CHILDREN = {
+    "capabilities": _Child(
+        "capability", ("id", "vm_id", "kind", "name", "enabled", "config"), "created_at, id"
+    ),
+    "startup_files": _Child(
+        "startup file",
+        ("id", "vm_id", "path", "order_index", "mode"),
+        "order_index, created_at, id",
+    ),
+}
 
 INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
 
@@ -336,28 +358,40 @@ class Store:
             return {
                 "template": tpl,
                 "settings": settings,
-                "capabilities": self._capabilities(conn, template_id),
-                "startup_files": self._startup_files(conn, template_id),
+                "capabilities": self._children(conn, "capabilities", template_id),
+                "startup_files": self._children(conn, "startup_files", template_id),
             }
 
         return await self.read(fn, operation="read template")
 
-    def _capabilities(self, conn: Connection, template_id: str) -> list[dict[str, Any]]:
+    def _children(self, conn: Connection, table: str, template_id: str) -> list[dict[str, Any]]:
+        child = _TEMPLATE_CHILDREN[table]
         return self._all(
             conn,
-            "capabilities",
-            "SELECT id, vm_id, kind, name, enabled, config FROM capabilities "
-            "WHERE vm_id=:id ORDER BY created_at, id",
+            table,
+            f"SELECT {', '.join(child.read_columns)} FROM {table} WHERE vm_id=:id ORDER BY {child.order}",
             id=template_id,
         )
 
-    def _startup_files(self, conn: Connection, template_id: str) -> list[dict[str, Any]]:
-        return self._all(
-            conn,
-            "startup_files",
-            "SELECT id, vm_id, path, order_index, mode FROM startup_files "
-            "WHERE vm_id=:id ORDER BY order_index, created_at, id",
-            id=template_id,
+    async def _add_child(self, table: str, row: dict[str, Any]) -> None:
+        child = _TEMPLATE_CHILDREN[table]
+        columns = (*child.read_columns, "created_at")
+        sql = text(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+        )
+        await self.write(lambda c: c.execute(sql, row), operation=f"create {child.noun}")
+
+    async def _list_children(self, table: str, template_id: str) -> list[dict[str, Any]]:
+        return await self.read(
+            lambda c: self._children(c, table, template_id),
+            operation=f"list {table.replace('_', ' ')}",
+        )
+
+    async def _delete_child(self, table: str, *, template_id: str, child_id: str) -> bool:
+        sql = text(f"DELETE FROM {table} WHERE id=:id AND vm_id=:vm")
+        return await self.write(
+            lambda c: bool(c.execute(sql, {"id": child_id, "vm": template_id}).rowcount),
+            operation=f"delete {_TEMPLATE_CHILDREN[table].noun}",
         )
 
     async def update_template(
@@ -427,56 +461,22 @@ class Store:
         return await self.write(fn, operation="delete template")
 
     async def add_capability(self, *, row: dict[str, Any]) -> None:
-        await self.write(
-            lambda c: c.execute(
-                text(
-                    "INSERT INTO capabilities (id, vm_id, kind, name, enabled, config, created_at) "
-                    "VALUES (:id, :vm_id, :kind, :name, :enabled, :config, :created_at)"
-                ),
-                {**row, "config": _dumps(row["config"])},
-            ),
-            operation="create capability",
-        )
+        await self._add_child("capabilities", {**row, "config": _dumps(row["config"])})
 
     async def list_capabilities(self, *, template_id: str) -> list[dict[str, Any]]:
-        return await self.read(lambda c: self._capabilities(c, template_id), operation="list capabilities")
+        return await self._list_children("capabilities", template_id)
 
     async def delete_capability(self, *, template_id: str, capability_id: str) -> bool:
-        return await self.write(
-            lambda c: bool(
-                c.execute(
-                    text("DELETE FROM capabilities WHERE id=:id AND vm_id=:vm"),
-                    {"id": capability_id, "vm": template_id},
-                ).rowcount
-            ),
-            operation="delete capability",
-        )
+        return await self._delete_child("capabilities", template_id=template_id, child_id=capability_id)
 
     async def add_startup_file(self, *, row: dict[str, Any]) -> None:
-        await self.write(
-            lambda c: c.execute(
-                text(
-                    "INSERT INTO startup_files (id, vm_id, path, order_index, mode, created_at) "
-                    "VALUES (:id, :vm_id, :path, :order_index, :mode, :created_at)"
-                ),
-                row,
-            ),
-            operation="create startup file",
-        )
+        await self._add_child("startup_files", row)
 
     async def list_startup_files(self, *, template_id: str) -> list[dict[str, Any]]:
-        return await self.read(lambda c: self._startup_files(c, template_id), operation="list startup files")
+        return await self._list_children("startup_files", template_id)
 
     async def delete_startup_file(self, *, template_id: str, startup_file_id: str) -> bool:
-        return await self.write(
-            lambda c: bool(
-                c.execute(
-                    text("DELETE FROM startup_files WHERE id=:id AND vm_id=:vm"),
-                    {"id": startup_file_id, "vm": template_id},
-                ).rowcount
-            ),
-            operation="delete startup file",
-        )
+        return await self._delete_child("startup_files", template_id=template_id, child_id=startup_file_id)
 
     # ---------------------------------------------------------------- sessions
 
@@ -615,37 +615,23 @@ class Store:
         self, *, execution_id: str, after_seq: int, limit: int
     ) -> list[tuple[int, str, int, str, str, str]]:
         """Raw rows ``(id, execution_id, seq, ts, type, payload_json)``, ascending by seq."""
-        return await self.read(
-            lambda c: [
-                tuple(r)
-                for r in c.execute(
-                    text(
-                        "SELECT id, execution_id, seq, ts, type, payload FROM events "
-                        "WHERE execution_id=:e AND seq>:s ORDER BY seq LIMIT :l"
-                    ),
-                    {"e": execution_id, "s": after_seq, "l": limit},
-                )
-            ],
-            operation="read events",
+        return await self._event_rows(
+            "execution_id=:e AND seq>:s ORDER BY seq LIMIT :l", e=execution_id, s=after_seq, l=limit
         )
 
     async def list_session_events(
         self, *, session_id: str, after_id: int, limit: int
     ) -> list[tuple[int, str, int, str, str, str]]:
-        return await self.read(
-            lambda c: [
-                tuple(r)
-                for r in c.execute(
-                    text(
-                        "SELECT id, execution_id, seq, ts, type, payload FROM events "
-                        "WHERE execution_id IN (SELECT id FROM executions WHERE session_id=:s) "
-                        "AND id>:a ORDER BY id LIMIT :l"
-                    ),
-                    {"s": session_id, "a": after_id, "l": limit},
-                )
-            ],
-            operation="read events",
+        return await self._event_rows(
+            "execution_id IN (SELECT id FROM executions WHERE session_id=:s) AND id>:a ORDER BY id LIMIT :l",
+            s=session_id,
+            a=after_id,
+            l=limit,
         )
+
+    async def _event_rows(self, where: str, **params: Any) -> list[tuple[int, str, int, str, str, str]]:
+        sql = text(f"SELECT id, execution_id, seq, ts, type, payload FROM events WHERE {where}")
+        return await self.read(lambda c: [tuple(r) for r in c.execute(sql, params)], operation="read events")
 
     async def max_event_id(self) -> int:
         return await self.read(
