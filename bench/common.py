@@ -455,6 +455,4 @@ EXECUTION_INSERT = (
     "INSERT INTO executions (id, session_id, kind, input, path, args, env, status, started_at,"
     " ended_at, result, error, metrics) VALUES (?, ?, ?, ?, NULL, '{}', '{}', ?, ?, ?, ?, NULL, ?)"
 )
-EVENT_INSERT = (
-    "INSERT INTO events (id, execution_id, session_id, seq, ts, type, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+EVENT_INSERT = "INSERT INTO events (id, execution_id, seq, ts, type, payload) VALUES (?, ?, ?, ?, ?, ?)"

@@ -104,9 +104,9 @@ async def floor_server(tmp: Path) -> AsyncIterator[dict[str, Any]]:
         ended = now_iso()
         value = {"type": "number", "preview": out["preview"], "json": out["json"]}
         events = [
-            (next(ids), exec_id, session_id, 1, started, "input_echo", orjson.dumps({"text": src}).decode()),
-            (next(ids), exec_id, session_id, 2, ended, "value", orjson.dumps(value).decode()),
-            (next(ids), exec_id, session_id, 3, ended, "system", '{"level":"info","message":"ok"}'),
+            (next(ids), exec_id, 1, started, "input_echo", orjson.dumps({"text": src}).decode()),
+            (next(ids), exec_id, 2, ended, "value", orjson.dumps(value).decode()),
+            (next(ids), exec_id, 3, ended, "system", '{"level":"info","message":"ok"}'),
         ]
         metrics = orjson.dumps({"wall_ms": 0, "cpu_ms": 0, "event_count": 3, "output_bytes": 0}).decode()
         result = orjson.dumps(value).decode()
@@ -127,7 +127,7 @@ async def floor_server(tmp: Path) -> AsyncIterator[dict[str, Any]]:
             "result": value,
             "metrics": orjson.loads(metrics),
             "events": [
-                {"id": e[0], "execution_id": e[1], "seq": e[3], "ts": e[4], "type": e[5], "payload": e[6]}
+                {"id": e[0], "execution_id": e[1], "seq": e[2], "ts": e[3], "type": e[4], "payload": e[5]}
                 for e in events
             ],
         }

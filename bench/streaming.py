@@ -6,7 +6,7 @@ WebSocket ``execute`` message; the same socket is subscribed and receives all 10
 (input_echo, 100,000 console, value). Rate = events / (time from sending ``execute`` to the
 arrival of the last event), measured by the client (a separate process).
 Floor, same run: plain ``sqlite3`` ``executemany`` of the same 100,002 rows (the events
-columns id, execution_id, session_id, seq, ts, type, payload; integer primary key only) in one
+columns id, execution_id, seq, ts, type, payload; integer primary key only) in one
 transaction into a fresh WAL file (synchronous=NORMAL). Medians of interleaved runs on both sides.
 Target: system rate / floor rate >= 0.5. Also reported: the ratio against the same insert into
 the server's own schema (its unique and secondary indexes, foreign keys on).
@@ -59,7 +59,7 @@ TICKER = (
 
 
 LEAN_DDL = (
-    "CREATE TABLE events (id INTEGER PRIMARY KEY, execution_id TEXT NOT NULL, session_id TEXT,"
+    "CREATE TABLE events (id INTEGER PRIMARY KEY, execution_id TEXT NOT NULL,"
     " seq INTEGER, ts TEXT, type TEXT, payload TEXT)"
 )
 
@@ -75,20 +75,19 @@ def floor_insert(n_rows: int, *, server_schema: bool) -> dict[str, Any]:
         exec_id = str(uuid.uuid4())
         ts = now_iso()
         if server_schema:
-            db, session_id = floor_db(path)
+            db, session_id = floor_db(path)  # the execution row needs its session
             db.execute(EXECUTION_INSERT, (exec_id, session_id, "repl", "x", "ok", ts, ts, None, "{}"))
         else:
             db = sqlite3.connect(str(path), isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(LEAN_DDL)
-            session_id = str(uuid.uuid4())
-        rows = [(1, exec_id, session_id, 1, ts, "input_echo", '{"text":"x"}')]
+        rows = [(1, exec_id, 1, ts, "input_echo", '{"text":"x"}')]
         rows += [
-            (i + 2, exec_id, session_id, i + 2, ts, "console", f'{{"level":"log","text":"line {i}"}}')
+            (i + 2, exec_id, i + 2, ts, "console", f'{{"level":"log","text":"line {i}"}}')
             for i in range(n_rows - 2)
         ]
-        rows.append((n_rows, exec_id, session_id, n_rows, ts, "value", '{"type":"undefined"}'))
+        rows.append((n_rows, exec_id, n_rows, ts, "value", '{"type":"undefined"}'))
         t0 = time.perf_counter()
         db.execute("BEGIN")
         db.executemany(EVENT_INSERT, rows)

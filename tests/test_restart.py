@@ -76,7 +76,6 @@ async def test_rows_left_live_are_reconciled_on_start(aiohttp_client: Any, setti
                 (
                     i,
                     eid,
-                    sid,
                     i,
                     f"2026-01-01T00:00:0{i}.000000Z",
                     "console",

@@ -120,12 +120,12 @@ def execution_row(session_id: str, *, kind: str = "repl", at: int = 1) -> dict[s
 
 def events(
     execution_id: str, session_id: str, first_id: int, seqs: range, *, at: int = 10
-) -> list[tuple[int, str, str, int, str, str, str]]:
+) -> list[tuple[int, str, int, str, str, str]]:
+    """Event rows of an execution (``session_id`` only documents the caller's intent)."""
     return [
         (
             first_id + i,
             execution_id,
-            session_id,
             seq,
             ts(at + seq),
             "console",
@@ -329,9 +329,7 @@ async def test_execution_round_trip_and_finalize(store: Store) -> None:
     got = await store.get_execution(execution_id=ex["id"])
     assert got == {**ex, **fin, "error": None}
     assert await store.count_running() == 0
-    assert await store.list_events(execution_id=ex["id"], after_seq=0, limit=100) == [
-        (e[0], e[1], e[3], e[4], e[5], e[6]) for e in evs
-    ]
+    assert await store.list_events(execution_id=ex["id"], after_seq=0, limit=100) == list(evs)
 
 
 async def test_list_executions_newest_first_with_limit(store: Store) -> None:
@@ -352,7 +350,7 @@ async def test_failing_batch_writes_nothing(store: Store) -> None:
 
     # seq 2 again in the middle of an otherwise good batch, with a finalization riding along.
     bad = events(ex["id"], sess["id"], 3, range(3, 6))
-    bad[1] = (bad[1][0], ex["id"], sess["id"], 2, *bad[1][4:])
+    bad[1] = (bad[1][0], ex["id"], 2, *bad[1][3:])
     fin = {"id": ex["id"], "status": "ok", "ended_at": ts(90), "result": None, "metrics": {}}
     with pytest.raises(StoreConflict):
         await store.write_batch(events=bad, finalize=[fin])
@@ -457,7 +455,7 @@ async def test_timestamps_read_back_identical(store: Store) -> None:
     await store.create_session(row=sess)
     ex = {**execution_row(sess["id"]), "started_at": stamp}
     await store.create_execution(row=ex)
-    ev = (1, ex["id"], sess["id"], 1, "2026-03-04T05:06:07.999999Z", "console", '{"level":"log","text":"x"}')
+    ev = (1, ex["id"], 1, "2026-03-04T05:06:07.999999Z", "console", '{"level":"log","text":"x"}')
     await store.write_batch(
         events=[ev],
         finalize=[
@@ -476,7 +474,7 @@ async def test_timestamps_read_back_identical(store: Store) -> None:
     assert (await store.get_session(session_id=sess["id"]))["created_at"] == stamp
     got_ex = await store.get_execution(execution_id=ex["id"])
     assert (got_ex["started_at"], got_ex["ended_at"]) == (stamp, "2026-03-04T05:06:08.000000Z")
-    assert (await store.list_events(execution_id=ex["id"], after_seq=0, limit=1))[0][3] == ev[4]
+    assert (await store.list_events(execution_id=ex["id"], after_seq=0, limit=1))[0][3] == ev[3]
 
 
 # ---------------------------------------------------------------------------- startup

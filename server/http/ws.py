@@ -96,9 +96,7 @@ class Subscription:
     # -- helpers -----------------------------------------------------------------------
 
     def _fresh(self, rows: Sequence[EventTuple | tuple[Any, ...]]) -> list[Any]:
-        key = 3 if self.execution_id is not None else 0  # seq for executions, id for sessions
-        if len(rows[0]) == 6 and key == 3:
-            key = 2  # stored rows have no session_id column
+        key = 2 if self.execution_id is not None else 0  # seq for executions, id for sessions
         cursor = self.cursor
         first = int(rows[0][key])
         if first > cursor:

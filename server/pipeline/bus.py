@@ -29,6 +29,9 @@ class EventBus:
     def __init__(self) -> None:
         self._by_execution: dict[str, set[Subscriber]] = defaultdict(set)
         self._by_session: dict[str, set[Subscriber]] = defaultdict(set)
+        # Session of each running execution (event rows do not carry it): learnt from the
+        # execution's start record, dropped after its end record, which follows its last event.
+        self._session_of: dict[str, str] = {}
 
     def subscribe_execution(self, execution_id: str, sub: Subscriber) -> None:
         self._by_execution[execution_id].add(sub)
@@ -54,7 +57,7 @@ class EventBus:
             while end < n and rows[end][1] == exec_id:
                 end += 1
             chunk = rows[start:end] if (start or end != n) else rows
-            session_id = rows[start][2]
+            session_id = self._session_of.get(exec_id, "")
             for sub in _targets(self._by_execution.get(exec_id), self._by_session.get(session_id)):
                 try:
                     sub.on_events(exec_id, session_id, chunk)
@@ -63,6 +66,10 @@ class EventBus:
             start = end
 
     def publish_execution(self, execution: dict[str, Any]) -> None:
+        if execution["status"] == "running":
+            self._session_of[execution["id"]] = execution["session_id"]
+        else:
+            self._session_of.pop(execution["id"], None)
         for sub in _targets(
             self._by_execution.get(execution["id"]), self._by_session.get(execution["session_id"])
         ):

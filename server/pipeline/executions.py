@@ -79,12 +79,9 @@ class ExecOutcome:
     failed_operation: str | None = None
 
 
-def event_json(row: EventTuple | tuple[Any, ...]) -> dict[str, Any]:
-    """Public form of a stored event row (payload embedded without re-encoding)."""
-    if len(row) == 7:
-        eid, exec_id, _sid, seq, ts, typ, payload = row
-    else:
-        eid, exec_id, seq, ts, typ, payload = row
+def event_json(row: EventTuple) -> dict[str, Any]:
+    """Public form of an event row (payload embedded without re-encoding)."""
+    eid, exec_id, seq, ts, typ, payload = row
     return {
         "id": eid,
         "execution_id": exec_id,
@@ -95,7 +92,7 @@ def event_json(row: EventTuple | tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def events_array(rows: Sequence[EventTuple | tuple[Any, ...]]) -> orjson.Fragment:
+def events_array(rows: Sequence[EventTuple]) -> orjson.Fragment:
     """A JSON array of events, written directly as text: the hot path of every event reader.
 
     Every field is safe to embed unescaped: ids and seqs are integers, execution ids are
@@ -103,18 +100,10 @@ def events_array(rows: Sequence[EventTuple | tuple[Any, ...]]) -> orjson.Fragmen
     """
     if not rows:
         return orjson.Fragment(b"[]")
-    if len(rows[0]) == 7:
-        parts = [
-            f'{{"id":{r[0]},"execution_id":"{r[1]}","seq":{r[3]},"ts":"{r[4]}",'
-            f'"type":"{r[5]}","payload":{r[6]}}}'
-            for r in rows
-        ]
-    else:
-        parts = [
-            f'{{"id":{r[0]},"execution_id":"{r[1]}","seq":{r[2]},"ts":"{r[3]}",'
-            f'"type":"{r[4]}","payload":{r[5]}}}'
-            for r in rows
-        ]
+    parts = [
+        f'{{"id":{r[0]},"execution_id":"{r[1]}","seq":{r[2]},"ts":"{r[3]}","type":"{r[4]}","payload":{r[5]}}}'
+        for r in rows
+    ]
     return orjson.Fragment("[" + ",".join(parts) + "]")
 
 
@@ -145,10 +134,8 @@ class Recorder:
         base = self.writer.allocate(n)
         seq0 = self.seq + 1
         self.seq += n
-        eid, sid = self.execution_id, self.session_id
-        rows = [
-            (base + i, eid, sid, seq0 + i, ts, typ, payload) for i, (ts, typ, payload) in enumerate(batch)
-        ]
+        eid = self.execution_id
+        rows = [(base + i, eid, seq0 + i, ts, typ, payload) for i, (ts, typ, payload) in enumerate(batch)]
         self._submit(rows)
 
     def add(self, typ: str, payload: dict[str, Any]) -> None:

@@ -109,7 +109,6 @@ class EventRow(SQLModel, table=True):
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
     )
     execution_id: str = Field(sa_column=Column(Text, ForeignKey("executions.id"), nullable=False))
-    session_id: str = Field(sa_type=Text)
     seq: int
     ts: str
     type: str

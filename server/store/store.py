@@ -28,8 +28,8 @@ from server.store.models import SCHEMA_VERSION
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EventTuple = tuple[int, str, str, int, str, str, str]
-"""(id, execution_id, session_id, seq, ts, type, payload_json): one event row."""
+EventTuple = tuple[int, str, int, str, str, str]
+"""(id, execution_id, seq, ts, type, payload_json): one event row, as stored and as read."""
 
 _JSON_COLUMNS = {
     "templates": ("exposed_modules", "libraries"),
@@ -117,8 +117,7 @@ class Store:
         self._queued_writes = 0  # writes handed to the writer thread and not finished yet
         p = "?" if self.is_sqlite else "%s"
         self._sql_insert_events = (
-            "INSERT INTO events (id, execution_id, session_id, seq, ts, type, payload) "
-            f"VALUES ({', '.join([p] * 7)})"
+            f"INSERT INTO events (id, execution_id, seq, ts, type, payload) VALUES ({', '.join([p] * 6)})"
         )
         self._sql_insert_execution = (
             f"INSERT INTO executions ({_EXECUTION_COLUMNS}) VALUES ({', '.join([p] * 13)})"
