@@ -53,10 +53,10 @@ class FaultyStore(Store):
 
         await self.write(boom, operation=operation)
 
-    async def create_execution(self, *, row: dict[str, Any]) -> None:
+    async def create_execution(self, *, row: dict[str, Any], events: Sequence[EventTuple] = ()) -> None:
         if self.fail_create_execution:
             await self._fail("create execution")
-        await super().create_execution(row=row)
+        await super().create_execution(row=row, events=events)
 
     async def write_batch(
         self, *, events: Sequence[EventTuple], finalize: Iterable[dict[str, Any]] = ()

@@ -138,6 +138,12 @@ class Recorder:
         rows = [(base + i, eid, seq0 + i, ts, typ, payload) for i, (ts, typ, payload) in enumerate(batch)]
         self._submit(rows)
 
+    def already_stored(self, rows: list[EventTuple]) -> None:
+        """Count events committed before the run (the input echo, stored with the row)."""
+        self.seq += len(rows)
+        if self.kept is not None:
+            self.kept.extend(rows)
+
     def add(self, typ: str, payload: dict[str, Any]) -> None:
         self.on_batch([(now_iso(), typ, orjson.dumps(payload).decode())])
 
@@ -213,7 +219,12 @@ class ExecutionPipeline:
                 "error": None,
                 "metrics": {},
             }
-            await self.store.create_execution(row=record)
+            # A REPL's input echo (seq 1) is committed with the row itself: one commit fewer.
+            first: list[EventTuple] = []
+            if req.kind == "repl":
+                echo = orjson.dumps({"text": req.input}).decode()
+                first = [(self.writer.allocate(1), record["id"], 1, record["started_at"], "input_echo", echo)]
+            await self.store.create_execution(row=record, events=first)
         except BaseException:
             if not lock_held:
                 live.lock.release()
@@ -222,7 +233,10 @@ class ExecutionPipeline:
         live.running = exec_id
         self.live_by_execution[exec_id] = live
         self.bus.publish_execution(record)
-        task = asyncio.create_task(self._drive(live, record, req, limits, lock_held), name=f"exec-{exec_id}")
+        self.bus.publish_events(first)
+        task = asyncio.create_task(
+            self._drive(live, record, req, limits, lock_held, first), name=f"exec-{exec_id}"
+        )
         self.tasks[exec_id] = task
         task.add_done_callback(lambda _t: self._forget(exec_id))
         if not req.wait:
@@ -256,6 +270,7 @@ class ExecutionPipeline:
         req: ExecRequest,
         limits: dict[str, Any],
         lock_held: bool,
+        first: list[EventTuple],
     ) -> ExecOutcome:
         started = time.monotonic()
         exec_id = record["id"]
@@ -265,9 +280,8 @@ class ExecutionPipeline:
                 live.worker.cancel(exec_id, grace_s=self.cancel_grace_s)
 
         rec = Recorder(self.writer, exec_id, live.id, keep=req.wait, on_failure=on_store_failure)
+        rec.already_stored(first)
         try:
-            if req.kind == "repl":
-                rec.add("input_echo", {"text": req.input})
             result = await self._run(live, rec, req, limits, exec_id)
             status, result_payload, error, terminal = self._conclude(result, limits, rec)
             if result.killed and not live.closing and not self.shutting_down:

@@ -8,6 +8,7 @@ Rows come back as plain dicts with JSON columns decoded and the public field nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -72,9 +73,8 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer vm-system; refuse rather than corrupt it."""
 
 
-def _is_unique_violation(exc: IntegrityError) -> bool:
+def _is_unique_violation(orig: BaseException | None) -> bool:
     """Unique-key clashes are conflicts; foreign-key and other integrity errors are failures."""
-    orig = exc.orig
     if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL unique_violation
         return True
     return "UNIQUE constraint failed" in str(orig)
@@ -114,6 +114,8 @@ class Store:
         self._writer_conn: Connection | None = None
         # Serialises use of the writer connection between the writer thread and inline writes.
         self._write_lock = threading.Lock()
+        # SQLAlchemy's and, once the engine exists, the driver's own (raw hot-path cursor).
+        self._integrity_errors: tuple[type[Exception], ...] = (IntegrityError,)
         self._queued_writes = 0  # writes handed to the writer thread and not finished yet
         p = "?" if self.is_sqlite else "%s"
         self._sql_insert_events = (
@@ -153,6 +155,8 @@ class Store:
                 cur.close()
 
         self._engine = engine
+        if engine.dialect.dbapi is not None:
+            self._integrity_errors = (IntegrityError, engine.dialect.dbapi.IntegrityError)
         SQLModel.metadata.create_all(engine)
         with engine.begin() as conn:
             found = conn.execute(text("SELECT value FROM vm_meta WHERE key = 'schema_version'")).scalar()
@@ -253,11 +257,12 @@ class Store:
             return fn()
         except SchemaTooNew:
             raise
-        except IntegrityError as exc:
+        except self._integrity_errors as exc:
             if on_writer:
                 self._rollback()
-            if _is_unique_violation(exc):
-                raise StoreConflict(str(exc.orig)) from exc
+            orig = exc.orig if isinstance(exc, IntegrityError) else exc
+            if _is_unique_violation(orig):
+                raise StoreConflict(str(orig)) from exc
             log.error("store operation failed: %s: %s", operation, exc)
             raise StoreError(operation) from exc
         except Exception as exc:  # noqa: BLE001 - driver errors of any kind name the operation
@@ -273,6 +278,40 @@ class Store:
                 conn.rollback()
             except SQLAlchemyError:
                 log.exception("rollback failed")
+
+    def _raw_tx(self, fn: Callable[[Any], T]) -> Callable[[], T]:
+        """One transaction on the writer's DBAPI cursor, for the hot paths.
+
+        SQLAlchemy's per-statement machinery costs more than the SQLite statement itself for
+        an execution row or a handful of events; the driver's cursor does not. SQLAlchemy has no
+        transaction open on this connection between calls, so the two never interleave.
+        """
+
+        def run() -> T:
+            conn = self._wc()
+            dbapi = conn.connection.dbapi_connection  # reconnects after an invalidation
+            assert dbapi is not None
+            cur = dbapi.cursor()
+            try:
+                out = fn(cur)
+                dbapi.commit()
+                return out
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    dbapi.rollback()
+                lost = isinstance(exc, Exception) and conn.dialect.is_disconnect(
+                    exc,  # type: ignore[arg-type]
+                    dbapi,
+                    cur,
+                )
+                if lost:
+                    conn.invalidate()  # the next call gets a fresh connection from the pool
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.close()
+
+        return run
 
     def _tx(self, fn: Callable[[Connection], T]) -> Callable[[], T]:
         def run() -> T:
@@ -533,7 +572,8 @@ class Store:
 
     # ---------------------------------------------------------------- executions
 
-    async def create_execution(self, *, row: dict[str, Any]) -> None:
+    async def create_execution(self, *, row: dict[str, Any], events: Sequence[EventTuple] = ()) -> None:
+        """Insert a new execution row, with its first events (the input echo) in the same commit."""
         params = (
             row["id"],
             row["session_id"],
@@ -549,11 +589,13 @@ class Store:
             None,
             _dumps(row["metrics"]),
         )
-        await self._run_write(
-            self._tx(lambda c: c.exec_driver_sql(self._sql_insert_execution, params)),
-            "create execution",
-            small=True,
-        )
+
+        def fn(cur: Any) -> None:
+            cur.execute(self._sql_insert_execution, params)
+            if events:
+                cur.executemany(self._sql_insert_events, events)
+
+        await self._run_write(self._raw_tx(fn), "create execution", small=True)
 
     async def write_batch(
         self,
@@ -574,14 +616,14 @@ class Store:
             for f in finalize
         ]
 
-        def fn(conn: Connection) -> None:
+        def fn(cur: Any) -> None:
             if events:
-                conn.exec_driver_sql(self._sql_insert_events, list(events))
+                cur.executemany(self._sql_insert_events, events)
             if fin:
-                conn.exec_driver_sql(self._sql_finalize, fin)
+                cur.executemany(self._sql_finalize, fin)
 
         await self._run_write(
-            self._tx(fn),
+            self._raw_tx(fn),
             "store events" if events else "finalize execution",
             small=len(events) <= INLINE_MAX_EVENTS,
         )
