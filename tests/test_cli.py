@@ -358,6 +358,15 @@ def test_health_and_runtime_summary(server: LiveServer) -> None:
     assert "active_sessions:" in result.stdout and "engine:" in result.stdout
 
 
+def test_json_works_before_or_after_the_command(server: LiveServer) -> None:
+    after = api(server, "ops", "runtime-summary", "--json")
+    assert after.exit_code == 0
+    summary = json.loads(after.stdout)
+    assert summary["engine"] == "quickjs" and summary["active_session_ids"] == []
+    nested = api(server, "template", "list", "--json")
+    assert nested.exit_code == 0 and json.loads(nested.stdout) == []
+
+
 def test_empty_lists_print_none(server: LiveServer) -> None:
     for args in (["template", "list"], ["session", "list"]):
         result = api(server, *args)

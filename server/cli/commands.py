@@ -330,3 +330,28 @@ def repl(state: CliState, session_id: str) -> None:
 
 cli.add_command(exec_)
 cli.add_command(libs)
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(CliState).json = True  # type: ignore[union-attr]
+
+
+def _json_after_the_command(group: click.Group) -> None:
+    """Accept ``--json`` after the command too (``vm-system ops health --json``)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _json_after_the_command(command)
+        elif not any("--json" in p.opts for p in command.params if isinstance(p, click.Option)):
+            command.params.append(
+                click.Option(
+                    ["--json", "json_after"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_set_json,
+                    help="Print the raw JSON response (same as the global --json).",
+                )
+            )
+
+
+_json_after_the_command(cli)
