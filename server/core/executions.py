@@ -109,11 +109,13 @@ class ExecutionService:
     async def cancel(self, raw_id: str) -> dict[str, Any]:
         execution_id = parse_uuid(raw_id, "execution")
         outcome = await self.pipeline.cancel(execution_id)
-        if outcome is None:
-            row = await self.get(execution_id)
+        ended = outcome.execution if outcome is not None else await self.get(execution_id)
+        if outcome is None or ended["status"] != "cancelled":
+            # It was not running, or it ended on its own (a value, a limit) before the cancel
+            # could take effect: either way this cancel did not stop it.
             raise errors.ExecutionNotRunning(
-                f"execution {execution_id} already ended with status {row['status']}",
+                f"execution {execution_id} already ended with status {ended['status']}",
                 execution_id=execution_id,
-                status=row["status"],
+                status=ended["status"],
             )
-        return outcome.execution
+        return ended

@@ -83,15 +83,6 @@ class SessionService:
         rows = await self.store.list_sessions(status=status, template_id=vm)
         return [dict(self.live[r["id"]].row) if r["id"] in self.live else r for r in rows]
 
-    def require_live(self, session_id: str) -> LiveSession:
-        live = self.live.get(session_id)
-        if live is None:
-            raise errors.SessionNotReady(
-                f"session {session_id} is not running (closed or crashed); create a new session",
-                session_id=session_id,
-            )
-        return live
-
     async def require_live_id(self, raw_id: str) -> LiveSession:
         session_id = parse_uuid(raw_id, "session")
         live = self.live.get(session_id)
@@ -111,7 +102,7 @@ class SessionService:
         return {
             "active_sessions": len(active),
             "active_session_ids": active,
-            "running_executions": len(self.pipeline.tasks),
+            "running_executions": len(self.pipeline.running),
         }
 
     # ------------------------------------------------------------------ create
@@ -181,7 +172,8 @@ class SessionService:
             except BaseException:
                 await self._crash(live, "session start-up was interrupted")
                 raise
-        await self._set_status(live, "ready")
+            # Still under the lock: a close waiting for start-up sees a settled status.
+            await self._set_status(live, "ready")
         return dict(live.row)
 
     async def _boot(self, live: LiveSession, detail: dict[str, Any]) -> None:
@@ -318,31 +310,36 @@ class SessionService:
     async def close(self, raw_id: str, *, reason: str | None = None) -> dict[str, Any]:
         session_id = parse_uuid(raw_id, "session")
         live = self.live.get(session_id)
-        if live is None:
-            row = await self.store.get_session(session_id=session_id)
-            if row is None:
-                raise errors.SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
-            if row["status"] == "crashed":
-                closing = {"status": "closed", "closed_at": now_iso()}
-                await self.store.update_session(session_id=session_id, **closing)
-                row.update(closing)
-            return row
-        live.closing = True
-        running = live.running
-        if running is not None:
-            await self.pipeline.cancel(running)
-        async with live.lock:
-            if self.live.get(session_id) is not live:
-                return dict(live.row)  # closed or crashed meanwhile
-            if live.worker is not None:
-                live.worker.kill()
-                live.worker = None
-            self.live.pop(session_id, None)
-            fields: dict[str, Any] = {"closed_at": now_iso()}
-            if reason:
-                fields["last_error"] = reason
-            await self._set_status(live, "closed", **fields)
-        return dict(live.row)
+        if live is not None:
+            live.closing = True
+            running = live.running
+            if running is not None:
+                await self.pipeline.cancel(running)
+            async with live.lock:
+                if self.live.get(session_id) is live:
+                    if live.worker is not None:
+                        live.worker.kill()
+                        live.worker = None
+                    self.live.pop(session_id, None)
+                    fields: dict[str, Any] = {"closed_at": now_iso()}
+                    if reason:
+                        fields["last_error"] = reason
+                    await self._set_status(live, "closed", **fields)
+                    return dict(live.row)
+            # It crashed (or was closed) while we waited: settle the stored row below.
+        return await self._close_row(session_id)
+
+    async def _close_row(self, session_id: str) -> dict[str, Any]:
+        """Close a session that has no live runtime (crashed, or a stale row): idempotent."""
+        row = await self.store.get_session(session_id=session_id)
+        if row is None:
+            raise errors.SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
+        if row["status"] != "closed":
+            closing = {"status": "closed", "closed_at": now_iso()}
+            await self.store.update_session(session_id=session_id, **closing)
+            row.update(closing)
+            self.bus.publish_session(dict(row))
+        return row
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -59,6 +59,11 @@ def decode_body(raw: bytes, model: type[M], **details: Any) -> M:
     data = parse_json_object(raw)
     if data is None:
         raise errors.ValidationError("request body must not be null; send a JSON object", **details)
+    return validate_fields(data, model, **details)
+
+
+def validate_fields(data: dict[str, Any], model: type[M], **details: Any) -> M:
+    """Check a decoded object against ``model`` (REST bodies and WebSocket messages alike)."""
     fields = model.model_fields
     for key in data:
         if key not in fields:

@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import WSMsgType, web
-from pydantic import ValidationError as PydanticError
 
 from server.config import Settings
 from server.core import errors
 from server.core.schemas import ReplRequest, RunFileRequest
 from server.core.templates import parse_uuid
+from server.http.decode import validate_fields
 from server.http.keys import SERVICES
 from server.http.middleware import error_response
 from server.http.rest import EXTRA_ROUTES
@@ -142,6 +142,11 @@ class Connection:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
         self._next_sub = 0
+        # Messages are handled one at a time, in the order they arrive (so a subscribe followed
+        # by an unsubscribe works, and subscription ids follow message order); only a cancel,
+        # which waits for its execution to end, runs beside them.
+        self.inbox: asyncio.Queue[tuple[Any, Any, dict[str, Any]]] = asyncio.Queue()
+        self._spawn(self._consume())
 
     # -- outbound ----------------------------------------------------------------------
 
@@ -219,7 +224,15 @@ class Connection:
                     "run_file, cancel or ping"
                 ),
             )
-        self._spawn(self._guarded(handler, msg_id, msg))
+        if kind == "cancel":
+            self._spawn(self._guarded(handler, msg_id, msg))
+        else:
+            self.inbox.put_nowait((handler, msg_id, msg))
+
+    async def _consume(self) -> None:
+        while True:
+            handler, msg_id, msg = await self.inbox.get()
+            await self._guarded(handler, msg_id, msg)
 
     async def _guarded(self, handler: Any, msg_id: Any, msg: dict[str, Any]) -> None:
         try:
@@ -239,9 +252,7 @@ class Connection:
             execution_id = parse_uuid(_str(msg, "execution_id"), "execution")
             after = _int(msg, "after_seq")
             record = await self.services.executions.get(execution_id)
-            await self.follow_execution(
-                msg_id, execution_id, record["session_id"], after, reply_type="subscribed"
-            )
+            await self.follow_execution(msg_id, record, after, reply_type="subscribed")
         elif "session_id" in msg:
             session_id = parse_uuid(_str(msg, "session_id"), "session")
             after = _int(msg, "after_id")
@@ -253,35 +264,45 @@ class Connection:
     async def follow_execution(
         self,
         msg_id: Any,
-        execution_id: str,
-        session_id: str,
+        record: dict[str, Any],
         after_seq: int,
         *,
         reply_type: str,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        execution_id, session_id = record["id"], record["session_id"]
         sub = Subscription(self, self._sub_id(), execution_id=execution_id, session_id=None, cursor=after_seq)
         self.subs[sub.id] = sub
         self.services.bus.subscribe_execution(execution_id, sub)
         self.reply(msg_id, {"type": reply_type, "subscription": sub.id, **(extra or {})})
-        store = self.services.store
+        await self._send_backlog(sub, session_id)
+        if await self._go_live(sub) or sub.done:
+            return
+        if record["status"] == "running":
+            record = await self.services.executions.get(execution_id)
+        if record["status"] != "running" and not sub.done:
+            # It ended before we registered, or while we read: its last batch may have been
+            # committed after our read but published before we registered, so read once more.
+            sub.live = False
+            await self._send_backlog(sub, session_id)
+            await self._go_live(sub)
+            if not sub.done:
+                await self.push_wait({"type": "execution", "subscription": sub.id, "execution": record})
+                await self.push_wait({"type": "complete", "subscription": sub.id})
+                self.drop(sub)
+
+    async def _send_backlog(self, sub: Subscription, session_id: str) -> None:
+        """Stored events of the subscription's execution past its cursor, page by page."""
+        assert sub.execution_id is not None
         while not sub.done:
-            rows = await store.list_events(
-                execution_id=execution_id, after_seq=sub.cursor, limit=BACKLOG_PAGE
+            rows = await self.services.store.list_events(
+                execution_id=sub.execution_id, after_seq=sub.cursor, limit=BACKLOG_PAGE
             )
-            frame = sub.frame(execution_id, session_id, rows) if rows else None
+            frame = sub.frame(sub.execution_id, session_id, rows) if rows else None
             if frame is not None:
                 await self.push_wait(frame)
             if len(rows) < BACKLOG_PAGE:
-                break
-        if await self._go_live(sub) or sub.done:
-            return
-        record = await self.services.executions.get(execution_id)
-        if record["status"] != "running" and not sub.done:
-            # Ended before we registered: the backlog above already holds every event.
-            await self.push_wait({"type": "execution", "subscription": sub.id, "execution": record})
-            await self.push_wait({"type": "complete", "subscription": sub.id})
-            self.drop(sub)
+                return
 
     async def _go_live(self, sub: Subscription) -> bool:
         """Send what the bus delivered during the backlog, in order, then go live.
@@ -344,26 +365,18 @@ class Connection:
         self.subs.pop(sub.id, None)
 
     async def execute(self, msg_id: Any, msg: dict[str, Any]) -> None:
-        body = _model(
-            ReplRequest, {"session_id": msg.get("session_id"), "input": msg.get("input"), "wait": False}
-        )
+        body = validate_fields(_body_of(msg, ("session_id", "input")), ReplRequest)
         outcome = await self.services.executions.repl(body)
         await self._accepted(msg_id, outcome.execution)
 
     async def run_file(self, msg_id: Any, msg: dict[str, Any]) -> None:
-        fields = {k: msg[k] for k in ("session_id", "path", "args", "env") if msg.get(k) is not None}
-        body = _model(RunFileRequest, {**fields, "wait": False})
+        body = validate_fields(_body_of(msg, ("session_id", "path", "args", "env")), RunFileRequest)
         outcome = await self.services.executions.run_file(body)
         await self._accepted(msg_id, outcome.execution)
 
     async def _accepted(self, msg_id: Any, execution: dict[str, Any]) -> None:
         await self.follow_execution(
-            msg_id,
-            execution["id"],
-            execution["session_id"],
-            0,
-            reply_type="accepted",
-            extra={"execution": execution},
+            msg_id, execution, 0, reply_type="accepted", extra={"execution": execution}
         )
 
     async def cancel(self, msg_id: Any, msg: dict[str, Any]) -> None:
@@ -397,18 +410,9 @@ def _int(msg: dict[str, Any], key: str) -> Any:
     return value
 
 
-def _model(model: Any, data: dict[str, Any]) -> Any:
-    for name, info in model.model_fields.items():
-        if info.is_required():
-            value = data.get(name)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise errors.ValidationError(f"{name} is required")
-    try:
-        return model.model_validate(data)
-    except PydanticError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise errors.InvalidRequest(f"field {loc!r} has the wrong type: {first['msg'].lower()}") from None
+def _body_of(msg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The request fields of an execute/run_file message, validated like a REST body."""
+    return {**{k: msg[k] for k in keys if k in msg}, "wait": False}
 
 
 def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:

@@ -114,14 +114,12 @@ class Recorder:
         self,
         writer: EventWriter,
         execution_id: str,
-        session_id: str,
         *,
         keep: bool,
         on_failure: Callable[[], None],
     ) -> None:
         self.writer = writer
         self.execution_id = execution_id
-        self.session_id = session_id
         self.seq = 0
         self.kept: list[EventTuple] | None = [] if keep else None
         self.failed = False
@@ -176,8 +174,8 @@ class ExecutionPipeline:
         self._limits_for = limits_for
         self._reset = reset
         self.cancel_grace_s = cancel_grace_s
-        self.tasks: dict[str, asyncio.Task[ExecOutcome]] = {}
-        self.live_by_execution: dict[str, LiveSession] = {}
+        # Running executions: their task and their session.
+        self.running: dict[str, tuple[asyncio.Task[ExecOutcome], LiveSession]] = {}
         self.shutting_down = False
         self._unfinalized: dict[str, dict[str, Any]] = {}
         self._retry_task: asyncio.Task[None] | None = None
@@ -202,6 +200,19 @@ class ExecutionPipeline:
                     running_execution_id=live.running,
                 )
             await live.lock.acquire()  # uncontended: does not yield
+        # Shielded: once the lock is taken, a caller that goes away (a closed WebSocket, a
+        # dropped HTTP connection) no longer stops the start; an execution row that gets
+        # committed always gets its run and its finalization.
+        start = asyncio.ensure_future(self._start(live, req, lock_held))
+        record, task = await asyncio.shield(start)
+        if not req.wait:
+            return ExecOutcome(dict(record), None)
+        return await asyncio.shield(task)
+
+    async def _start(
+        self, live: LiveSession, req: ExecRequest, lock_held: bool
+    ) -> tuple[dict[str, Any], asyncio.Task[ExecOutcome]]:
+        """Create the execution row (lock held) and launch its run."""
         try:
             limits = await self._limits_for(live)
             record: dict[str, Any] = {
@@ -230,33 +241,29 @@ class ExecutionPipeline:
                 live.lock.release()
             raise
         exec_id: str = record["id"]
+        outer = live.running  # a startup run during a reset runs inside another execution
         live.running = exec_id
-        self.live_by_execution[exec_id] = live
         self.bus.publish_execution(record)
         self.bus.publish_events(first)
         task = asyncio.create_task(
-            self._drive(live, record, req, limits, lock_held, first), name=f"exec-{exec_id}"
+            self._drive(live, record, req, limits, lock_held, first, outer), name=f"exec-{exec_id}"
         )
-        self.tasks[exec_id] = task
+        self.running[exec_id] = (task, live)
         task.add_done_callback(lambda _t: self._forget(exec_id))
-        if not req.wait:
-            return ExecOutcome(dict(record), None)
-        # Shielded: a client that goes away does not stop the execution or its bookkeeping.
-        return await asyncio.shield(task)
+        return record, task
 
     def _forget(self, exec_id: str) -> None:
-        self.tasks.pop(exec_id, None)
-        self.live_by_execution.pop(exec_id, None)
+        self.running.pop(exec_id, None)
         self.writer.forget(exec_id)
 
     # ------------------------------------------------------------------ cancel
 
     async def cancel(self, execution_id: str) -> ExecOutcome | None:
         """Stop a running execution; returns its final state, or None if it is not running."""
-        task = self.tasks.get(execution_id)
-        live = self.live_by_execution.get(execution_id)
-        if task is None or live is None:
+        entry = self.running.get(execution_id)
+        if entry is None:
             return None
+        task, live = entry
         if live.worker is not None:
             live.worker.cancel(execution_id, grace_s=self.cancel_grace_s)
         return await asyncio.shield(task)
@@ -271,6 +278,7 @@ class ExecutionPipeline:
         limits: dict[str, Any],
         lock_held: bool,
         first: list[EventTuple],
+        outer: str | None,
     ) -> ExecOutcome:
         started = time.monotonic()
         exec_id = record["id"]
@@ -279,13 +287,21 @@ class ExecutionPipeline:
             if live.worker is not None:
                 live.worker.cancel(exec_id, grace_s=self.cancel_grace_s)
 
-        rec = Recorder(self.writer, exec_id, live.id, keep=req.wait, on_failure=on_store_failure)
+        rec = Recorder(self.writer, exec_id, keep=req.wait, on_failure=on_store_failure)
         rec.already_stored(first)
         try:
-            result = await self._run(live, rec, req, limits, exec_id)
+            try:
+                result = await self._run(live, rec, req, limits, exec_id)
+            except Exception:  # noqa: BLE001 - whatever broke, the execution must still end
+                log.exception("execution %s: the run failed", exec_id)
+                if live.worker is not None:
+                    live.worker.kill()
+                result = RunResult(outcome=None, code="WORKER_CRASHED", killed=True)
             status, result_payload, error, terminal = self._conclude(result, limits, rec)
-            if result.killed and not live.closing and not self.shutting_down:
-                ok = await self._reset(live, result.code or "WORKER_CRASHED")
+            # A startup file is never retried by a reset: the rebuild would run it again, and a
+            # file that cannot finish would loop for ever. Start-up fails instead.
+            if result.killed and req.kind != "startup" and not live.closing and not self.shutting_down:
+                ok = await self._reset_safely(live, result.code or "WORKER_CRASHED")
                 note = (
                     "; the session's runtime was reset and its state was lost"
                     if ok
@@ -313,10 +329,17 @@ class ExecutionPipeline:
             failed_op = await self._finalize(final, rec)
             return ExecOutcome(final, rec.kept, failed_op)
         finally:
-            live.running = None
+            live.running = outer
             live.last_used = time.monotonic()
             if not lock_held:
                 live.lock.release()
+
+    async def _reset_safely(self, live: LiveSession, reason: str) -> bool:
+        try:
+            return await self._reset(live, reason)
+        except Exception:  # noqa: BLE001 - a failed rebuild must not leave the execution open
+            log.exception("session %s could not be rebuilt after %s", live.id, reason)
+            return False
 
     async def _run(
         self,
@@ -384,28 +407,31 @@ class ExecutionPipeline:
             "error": {"code": "INTERNAL", "message": "store failure: could not finalize execution"},
         }
         final.update(fallback)
-        if not await self._write_final(fallback):
+        if not await self._write_final(final):
             # Keep trying in the background so the row does not stay "running" once the store
             # recovers; shutdown makes a last attempt (restart reconciliation is the backstop).
-            self._unfinalized[final["id"]] = fallback
+            self._unfinalized[final["id"]] = final
             if self._retry_task is None or self._retry_task.done():
                 self._retry_task = asyncio.create_task(self._retry_finalize(), name="finalize-retry")
         return failed_op or "finalize execution"
 
-    async def _write_final(self, fin: dict[str, Any]) -> bool:
+    async def _write_final(self, final: dict[str, Any]) -> bool:
+        """Store a fallback final record directly and announce it; False if the store failed."""
+        fin = {k: final[k] for k in ("id", "status", "ended_at", "result", "error", "metrics")}
         try:
             await self.store.write_batch(events=(), finalize=[fin])
         except Exception:  # noqa: BLE001 - the caller decides whether to retry
             log.exception("execution %s could not be finalized", fin["id"])
             return False
+        self.bus.publish_execution(final)
         return True
 
     async def _retry_finalize(self) -> None:
         delay = FINALIZE_RETRY_S
         while self._unfinalized:
             await asyncio.sleep(delay)
-            for exec_id, fin in list(self._unfinalized.items()):
-                if await self._write_final(fin):
+            for exec_id, final in list(self._unfinalized.items()):
+                if await self._write_final(final):
                     self._unfinalized.pop(exec_id, None)
             delay = min(delay * 2, 30.0)
 
@@ -414,15 +440,15 @@ class ExecutionPipeline:
     async def interrupt_all(self, within_s: float = 10) -> None:
         """End every running execution as INTERRUPTED (graceful shutdown)."""
         self.shutting_down = True
-        for exec_id, live in list(self.live_by_execution.items()):
+        for exec_id, (_task, live) in list(self.running.items()):
             if live.worker is not None and live.running == exec_id:
                 live.worker.kill()
-        tasks = list(self.tasks.values())
+        tasks = [task for task, _live in self.running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=within_s)
         await self.writer.flush()
         if self._retry_task is not None:
             self._retry_task.cancel()
-        for exec_id, fin in list(self._unfinalized.items()):
-            if await self._write_final(fin):
+        for exec_id, final in list(self._unfinalized.items()):
+            if await self._write_final(final):
                 self._unfinalized.pop(exec_id, None)

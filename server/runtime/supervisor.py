@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 EventBatch = list[tuple[str, str, str]]  # (ts, type, payload_json)
 
 BACKSTOP_GRACE_S = 2.0
+SPAWN_TIMEOUT_S = 30.0
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -68,6 +69,7 @@ class WorkerPool:
         self._proc: asyncio.subprocess.Process | None = None
         self._control: socket.socket | None = None
         self._lock = asyncio.Lock()
+        self._next_request = 0
         self.handles: set[WorkerHandle] = set()
 
     async def start(self) -> None:
@@ -95,25 +97,47 @@ class WorkerPool:
         log.info("runtime fork server ready (pid %s)", self._proc.pid)
 
     async def spawn(self) -> WorkerHandle:
-        assert self._control is not None, "worker pool is not started"
+        """A new worker process; the fork server is restarted once if it has died."""
+        async with self._lock:
+            try:
+                return await self._spawn_locked()
+            except WorkerError:
+                if self._proc is not None and self._proc.returncode is None:
+                    raise
+            log.warning("the runtime fork server died; starting a new one")
+            await self._stop_zygote()
+            await self.start()
+            return await self._spawn_locked()
+
+    async def _spawn_locked(self) -> WorkerHandle:
+        if self._control is None:
+            raise WorkerError("WORKER_START_FAILED", "the runtime fork server is not running")
+        control = self._control
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._next_request += 1
+        request_id = self._next_request
         loop = asyncio.get_running_loop()
         try:
-            async with self._lock:
-                request = protocol.encode(("spawn",))
-                await loop.run_in_executor(
-                    None,
-                    lambda: socket.send_fds(self._control, [request], [theirs.fileno()]),  # type: ignore[arg-type]
-                )
-                reply = await asyncio.wait_for(loop.sock_recv(self._control, 1 << 16), 30)
-        finally:
-            theirs.close()
-        if not reply:
+            try:
+                socket.send_fds(control, [protocol.encode(("spawn", request_id))], [theirs.fileno()])
+                pid = None
+                while pid is None:  # skip a late answer to a spawn that timed out earlier
+                    reply = await asyncio.wait_for(loop.sock_recv(control, 1 << 16), SPAWN_TIMEOUT_S)
+                    if not reply:
+                        raise WorkerError("WORKER_START_FAILED", "the runtime fork server has stopped")
+                    msg = protocol.decode(reply[protocol.HEADER.size :])
+                    if msg[0] == "spawned" and msg[2] == request_id:
+                        pid = msg[1]
+            finally:
+                theirs.close()
+            handle = WorkerHandle(self, mine, pid)
+            await handle.open()
+        except (OSError, TimeoutError) as exc:
             mine.close()
-            raise WorkerError("WORKER_START_FAILED", "the runtime fork server has stopped")
-        _, pid = protocol.decode(reply[protocol.HEADER.size :])
-        handle = WorkerHandle(self, mine, pid)
-        await handle.open()
+            raise WorkerError("WORKER_START_FAILED", f"could not start a session worker: {exc}") from None
+        except BaseException:
+            mine.close()
+            raise
         self.handles.add(handle)
         return handle
 
@@ -121,6 +145,9 @@ class WorkerPool:
         handles = list(self.handles)
         if handles:
             await asyncio.gather(*(h.close() for h in handles), return_exceptions=True)
+        await self._stop_zygote()
+
+    async def _stop_zygote(self) -> None:
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -149,6 +176,7 @@ class WorkerHandle:
         self._init_future: asyncio.Future[Any] | None = None
         self._pending: _Pending | None = None
         self.on_exit: Callable[[WorkerHandle], None] | None = None
+        self._early_cancels: dict[str, float] = {}  # exec id -> grace, for runs not sent yet
         # Awaited after each event batch: lets the event writer slow a flooding worker down
         # (the worker then blocks on its socket) instead of buffering without bound.
         self.throttle: Callable[[], Awaitable[None]] | None = None
@@ -197,6 +225,9 @@ class WorkerHandle:
             )
         try:
             self._send(("run", spec))
+            grace = self._early_cancels.pop(pending.exec_id, None)
+            if grace is not None:
+                self.cancel(pending.exec_id, grace_s=grace)
             return await pending.future
         finally:
             for t in pending.timers:
@@ -204,9 +235,13 @@ class WorkerHandle:
             self._pending = None
 
     def cancel(self, exec_id: str, *, grace_s: float) -> None:
-        """Ask the worker to stop ``exec_id``; kill it if it has not stopped after the grace."""
+        """Ask the worker to stop ``exec_id``; kill it if it has not stopped after the grace.
+
+        A cancel that arrives before the run has been sent is kept and applied when it is.
+        """
         pending = self._pending
         if pending is None or pending.exec_id != exec_id:
+            self._early_cancels[exec_id] = grace_s
             return
         with contextlib.suppress(WorkerError):
             self._send(("cancel", exec_id))

@@ -81,7 +81,7 @@ def main(control_fd: int) -> None:
                 os._exit(code)
         for fd in fds:
             os.close(fd)
-        control.sendall(protocol.encode(("spawned", pid)))
+        control.sendall(protocol.encode(("spawned", pid, request[1])))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""Faults found in review, pinned: each once left an execution running or a client waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+from server.app import POOL, create_app
+from server.http.keys import SERVICES
+from tests.conftest import Api, session_body
+from tests.test_pipeline_faults import FaultyStore
+
+
+async def _executions(client, session_id):
+    return await (await client.get("/api/v1/executions", params={"session_id": session_id})).json()
+
+
+async def test_a_startup_file_that_never_ends_fails_start_up_once(api, client, worktree):
+    (worktree / "spin.js").write_text("while (true) {}")
+    tpl = await api.template(limits={"cpu_ms": 100, "wall_ms": 2000})
+    r = await client.post(f"/api/v1/templates/{tpl['id']}/startup-files", json={"path": "spin.js"})
+    assert r.status == 201
+    r = await client.post("/api/v1/sessions", json=session_body(tpl["id"], worktree))
+    assert r.status == 422
+    err = (await r.json())["error"]
+    assert err["code"] == "STARTUP_FAILED"
+    assert "CPU time limit" in err["message"]
+    session = await (await client.get(f"/api/v1/sessions/{err['details']['session_id']}")).json()
+    assert session["status"] == "crashed"
+    runs = await _executions(client, session["id"])
+    assert [(e["kind"], e["status"]) for e in runs] == [("startup", "timeout")]
+    summary = await (await client.get("/api/v1/runtime/summary")).json()
+    assert summary["running_executions"] == 0
+
+
+async def test_closing_the_socket_while_the_row_is_being_written_leaves_nothing_running(
+    api, client, settings
+):
+    s = await api.session()
+    store = client.server.app[SERVICES].store
+    path = settings.db_url.split("sqlite:///", 1)[1]
+
+    def hold_the_database() -> None:  # another process's write transaction, for real
+        time.sleep(0.25)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        time.sleep(0.6)
+        other.execute("COMMIT")
+        other.close()
+
+    threading.Thread(target=hold_the_database).start()
+    # Queue a slow write first so the execution row goes to the writer thread behind it.
+    slow = asyncio.ensure_future(store.write(lambda c: time.sleep(0.3), operation="slow"))
+    await asyncio.sleep(0.05)
+    ws = await client.ws_connect("/api/v1/ws")
+    await ws.send_json({"type": "execute", "id": 1, "session_id": s["id"], "input": "1+1"})
+    await asyncio.sleep(0.45)
+    await ws.close()
+    await slow
+    for _ in range(100):
+        runs = await _executions(client, s["id"])
+        if runs and all(e["status"] != "running" for e in runs):
+            break
+        await asyncio.sleep(0.05)
+    assert [(e["input"], e["status"]) for e in runs] == [("1+1", "ok")]
+    assert (await api.value(s["id"], "2+2"))["json"] == 4
+
+
+async def test_a_finalization_written_by_the_fallback_is_still_announced(aiohttp_client, settings, worktree):
+    store = FaultyStore(settings.db_url)
+    client = await aiohttp_client(create_app(settings, store=store))
+    api = Api(client, worktree)
+    s = await api.session()
+    status, running = await api.repl(s["id"], "await new Promise(r => setTimeout(r, 300)); 1", wait=False)
+    assert status == 202
+    ws = await client.ws_connect("/api/v1/ws")
+    await ws.send_json({"type": "subscribe", "id": 1, "execution_id": running["id"]})
+    store.fail_finalize = True
+    final = None
+    while True:
+        msg = await asyncio.wait_for(ws.receive_json(), 10)
+        if msg["type"] == "execution":
+            final = msg["execution"]
+        if msg["type"] == "complete":
+            break
+    assert final["status"] == "error"
+    assert final["error"]["message"] == "store failure: could not finalize execution"
+
+
+async def test_a_dead_fork_server_is_replaced(api, client, worktree):
+    s = await api.session(cpu_ms=100, wall_ms=2000)
+    os.kill(client.server.app[POOL]._proc.pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    # The busy loop is stopped, the session rebuilt from a new fork server.
+    status, body = await api.repl(s["id"], "while(true){}")
+    assert status == 201 and body["error"]["code"] == "CPU_LIMIT_EXCEEDED"
+    assert body["events"][-1]["payload"]["reset"] is True
+    assert (await api.value(s["id"], "1+1"))["json"] == 2
+    fresh = await api.session()
+    assert (await api.value(fresh["id"], "'new'"))["json"] == "new"
+    assert all(e["status"] != "running" for e in await _executions(client, s["id"]))
+
+
+async def test_subscribe_then_unsubscribe_at_once_are_handled_in_order(api, client):
+    s = await api.session()
+    ws = await client.ws_connect("/api/v1/ws")
+    await ws.send_json({"type": "subscribe", "id": 1, "session_id": s["id"]})
+    await ws.send_json({"type": "subscribe", "id": 2, "session_id": s["id"]})
+    await ws.send_json({"type": "unsubscribe", "id": 3, "subscription": "s2"})
+    replies = [await asyncio.wait_for(ws.receive_json(), 5) for _ in range(3)]
+    assert [(m["type"], m["reply_to"]) for m in replies] == [
+        ("subscribed", 1),
+        ("subscribed", 2),
+        ("unsubscribed", 3),
+    ]
+    assert [replies[0]["subscription"], replies[1]["subscription"]] == ["s1", "s2"]
