@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
             )
         yield
         await st.close()
+        log.info("database closed; vm-system stopped")
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = app[POOL]

@@ -135,9 +135,15 @@ async def test_body_over_the_limit_is_413_and_creates_nothing(client):
 
 
 async def test_body_just_under_the_limit_is_accepted(client):
-    name = "y" * (1024 * 1024 - 100)
-    r = await client.post("/api/v1/templates", json={"name": name})
+    r = await client.post("/api/v1/templates", json={"name": "big-config"})
+    tpl = await r.json()
+    blob = "y" * (1024 * 1024 - 200)  # the body is just under 1 MiB
+    r = await client.post(
+        f"/api/v1/templates/{tpl['id']}/capabilities",
+        json={"kind": "global", "name": "blob", "config": {"blob": blob}},
+    )
     assert r.status == 201
+    assert (await r.json())["config"]["blob"] == blob
 
 
 # ---------------------------------------------------------------- ids

@@ -118,3 +118,56 @@ async def test_subscribe_then_unsubscribe_at_once_are_handled_in_order(api, clie
         ("unsubscribed", 3),
     ]
     assert [replies[0]["subscription"], replies[1]["subscription"]] == ["s1", "s2"]
+
+
+async def test_paths_with_control_characters_or_a_trailing_slash_are_invalid(api, client, worktree):
+    (worktree / "hello.js").write_text("1")
+    s = await api.session()
+    for bad in ("nul\u0000.js", "hello.js\u0000.txt", "hello.js/", "a\nb.js"):
+        r = await client.post("/api/v1/executions/run-file", json={"session_id": s["id"], "path": bad})
+        body = await r.json()
+        assert (r.status, body["error"]["code"]) == (422, "INVALID_PATH"), bad
+    assert await _executions(client, s["id"]) == []
+    tpl = await api.template()
+    r = await client.post(f"/api/v1/templates/{tpl['id']}/startup-files", json={"path": "a\u0000.js"})
+    assert r.status == 422 and (await r.json())["error"]["code"] == "INVALID_PATH"
+    # The template stays usable: no startup file was stored.
+    assert (await api.session(tpl["id"]))["status"] == "ready"
+
+
+async def test_nul_in_source_is_refused_rather_than_cut_short(api, client, worktree):
+    s = await api.session()
+    status, body = await api.repl(s["id"], "'a\u0000b'.length")
+    assert status == 400 and body["error"]["code"] == "VALIDATION_ERROR"
+    assert "NUL" in body["error"]["message"]
+    (worktree / "bin.js").write_bytes(b"1\x00")
+    r = await client.post("/api/v1/executions/run-file", json={"session_id": s["id"], "path": "bin.js"})
+    assert r.status == 400
+    assert await _executions(client, s["id"]) == []
+
+
+async def test_template_names_are_bounded_and_printable(client):
+    for bad in ("x" * 201, "tab\there", "nul\u0000"):
+        r = await client.post("/api/v1/templates", json={"name": bad})
+        assert (r.status, (await r.json())["error"]["code"]) == (400, "VALIDATION_ERROR")
+    assert await (await client.get("/api/v1/templates")).json() == []
+    r = await client.post("/api/v1/templates", json={"name": "y" * 200})
+    assert r.status == 201
+
+
+async def test_memory_limit_below_what_quickjs_needs_is_refused(api, client):
+    tpl = await api.template()
+    r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={"settings": {"limits": {"mem_mb": 1}}})
+    body = await r.json()
+    assert r.status == 400 and "at least 8" in body["error"]["message"]
+    detail = await (await client.get(f"/api/v1/templates/{tpl['id']}")).json()
+    assert detail["settings"]["limits"]["mem_mb"] == 128
+    r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={"settings": {"limits": {"mem_mb": 0}}})
+    assert r.status == 200
+
+
+async def test_a_patch_that_changes_nothing_keeps_updated_at(api, client):
+    tpl = await api.template()
+    r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={})
+    assert r.status == 200
+    assert (await r.json())["template"]["updated_at"] == tpl["updated_at"]

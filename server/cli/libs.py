@@ -15,7 +15,11 @@ _CACHE_DIR_OPTION = click.option(
     "--cache-dir",
     envvar="VM_SYSTEM_CACHE_DIR",
     type=click.Path(file_okay=False),
-    help="Library cache directory (env VM_SYSTEM_CACHE_DIR; default .vm-cache/libraries).",
+    help=(
+        "Library cache directory (env VM_SYSTEM_CACHE_DIR; default .vm-cache/libraries under the"
+        " current directory: run from the server's working directory or pass the server's"
+        " --cache-dir)."
+    ),
 )
 
 
@@ -56,6 +60,12 @@ def libs_download(
     """Download catalog libraries (all when no NAMES) into the cache."""
     from server.runtime import libraries
 
+    unknown = [n for n in names if libraries.find(n) is None]
+    if unknown:
+        fail(
+            "LIBRARY_NOT_ALLOWED",
+            f"not in the library catalog: {', '.join(unknown)}; choose from {libraries.available_names()}",
+        )
     kwargs: dict[str, Any] = {"force": force}
     if registry:
         kwargs["registry"] = registry

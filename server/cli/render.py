@@ -173,13 +173,15 @@ class ExecutionPrinter:
         elif kind == "value":
             self.saw_terminal = True
             vtype, preview = str(payload.get("type", "")), str(payload.get("preview", ""))
-            if self.interactive and vtype == "string":
-                preview = _quote_js(preview)  # tell "42" from 42 at the prompt
+            if vtype == "string":
+                preview = _quote_js(preview)  # tell "42" from 42, as the REPL and the browser do
             self._echo(f"=> {preview}", **_VALUE_STYLE.get(vtype, {}))
         elif kind == "exception":
             self.saw_terminal = True
             message = str(payload.get("message") or payload.get("name") or "exception")
-            self._echo(f"Uncaught {message}", fg="red", bold=True)
+            # A thrown non-error already reads "Uncaught 42"; errors read "TypeError: ...".
+            prefix = "" if message.startswith("Uncaught ") else "Uncaught "
+            self._echo(f"{prefix}{message}", fg="red", bold=True)
             stack = payload.get("stack")
             lines = stack.rstrip().splitlines() if isinstance(stack, str) else []
             if lines and lines[0].strip() == message.strip():

@@ -35,6 +35,12 @@ def parse_int(raw: str | None, name: str, *, default: int, lo: int, hi: int | No
     return value
 
 
+def _check_source(source: str, what: str) -> None:
+    # QuickJS takes source text as a C string: a NUL would silently cut the program short.
+    if "\x00" in source:
+        raise errors.ValidationError(f"{what} contains a NUL character, which JavaScript source cannot carry")
+
+
 class ExecutionService:
     def __init__(self, store: Store, sessions: SessionService) -> None:
         self.store = store
@@ -46,6 +52,7 @@ class ExecutionService:
             raise errors.ValidationError("session_id is required")
         if not body.input:
             raise errors.ValidationError("input is required")
+        _check_source(body.input, "input")
         live = await self.sessions.require_live_id(body.session_id)
         req = ExecRequest(kind="repl", source=body.input, input=body.input, wait=body.wait)
         return self._check(await self.pipeline.submit(live, req))
@@ -59,6 +66,7 @@ class ExecutionService:
         path = clean_relative_path(body.path)
         # Every check happens before an execution row exists.
         source = read_worktree_file(live.worktree, path, session_id=live.id)
+        _check_source(source, f"file {path!r}")
         req = ExecRequest(
             kind="run_file", source=source, path=path, args=body.args, env=body.env, wait=body.wait
         )

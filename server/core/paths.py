@@ -14,6 +14,10 @@ def clean_relative_path(raw: str, *, field: str = "path") -> str:
     value = raw.strip()
     if not value or value == ".":
         raise errors.InvalidPath(f"{field} must name a file inside the worktree, got {raw!r}")
+    if any(ord(ch) < 32 for ch in value):
+        raise errors.InvalidPath(f"{field} must not contain control characters (such as NUL): {raw!r}")
+    if value.endswith(("/", "\\")):
+        raise errors.InvalidPath(f"{field} must name a file, not a directory: {raw!r}")
     if value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
         raise errors.InvalidPath(f"{field} must be relative to the session worktree, not absolute: {raw!r}")
     cleaned = posixpath.normpath(value.replace("\\", "/"))
@@ -27,7 +31,7 @@ def clean_relative_path(raw: str, *, field: str = "path") -> str:
 def check_worktree(raw: str) -> str:
     """A session worktree must be an absolute path to an existing directory."""
     value = raw.strip()
-    if not os.path.isabs(value) or not os.path.isdir(value):
+    if "\x00" in value or not os.path.isabs(value) or not os.path.isdir(value):
         raise errors.InvalidPath(
             f"worktree_path must be an absolute path to an existing directory: {raw!r}",
             worktree_path=raw,
@@ -37,6 +41,8 @@ def check_worktree(raw: str) -> str:
 
 def read_worktree_file(worktree: str, rel: str, **details: str) -> str:
     """Read ``rel`` (already cleaned) inside ``worktree``; symlink escapes are refused."""
+    if "\x00" in rel:  # rows stored before paths were checked for control characters
+        raise errors.InvalidPath(f"path must not contain NUL characters: {rel!r}", path=rel, **details)
     root = Path(worktree).resolve()
     target = (root / rel).resolve()
     if target != root and root not in target.parents:

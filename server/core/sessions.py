@@ -363,6 +363,11 @@ class SessionService:
                         log.exception("idle close of session %s failed", live.id)
 
     async def shutdown(self) -> None:
+        log.info(
+            "shutting down: interrupting %d running execution(s), closing %d session(s)",
+            len(self.pipeline.running),
+            len(self.live),
+        )
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -23,6 +23,8 @@ from server.runtime import libraries, modules
 from server.store.store import Store
 
 SUPPORTED_ENGINES = ("quickjs",)
+MAX_NAME_LENGTH = 200
+MIN_MEM_MB = 8
 SUPPORTED_STARTUP_MODES = ("eval",)
 CAPABILITY_KINDS = ("module", "global", "fs", "net", "env")
 
@@ -33,6 +35,20 @@ def default_settings() -> dict[str, Any]:
         "resolver": Resolver().model_dump(),
         "runtime": RuntimeSettings().model_dump(),
     }
+
+
+def check_template_name(raw: str, **details: Any) -> str:
+    """A template name: trimmed, non-empty, at most 200 characters, no control characters."""
+    name = raw.strip()
+    if not name:
+        raise errors.ValidationError("name is required", **details)
+    if len(name) > MAX_NAME_LENGTH:
+        raise errors.ValidationError(
+            f"name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}", **details
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise errors.ValidationError("name must not contain control characters", **details)
+    return name
 
 
 def parse_uuid(value: str, kind: str) -> str:
@@ -76,13 +92,14 @@ class TemplateService:
         # Settings are read at every execution; the cache is coherent because this process is
         # the only writer and every write goes through this service.
         self._settings_cache: dict[str, dict[str, Any]] = {}
+        # Bumped by every settings write: a read that started before a write must not put its
+        # (older) result into the cache after the write dropped it.
+        self._settings_version: dict[str, int] = {}
 
     # ------------------------------------------------------------- templates
 
     async def create(self, body: TemplateCreate) -> dict[str, Any]:
-        name = body.name.strip()
-        if not name:
-            raise errors.ValidationError("name is required")
+        name = check_template_name(body.name)
         engine = body.engine.strip().lower() or "quickjs"
         if engine not in SUPPORTED_ENGINES:
             raise errors.EngineUnsupported(
@@ -117,17 +134,23 @@ class TemplateService:
         return row
 
     async def detail(self, template_id: str) -> dict[str, Any]:
+        version = self._settings_version.get(template_id, 0)
         bundle = await self.store.get_template_bundle(template_id=template_id)
         if bundle is None:
             raise errors.TemplateNotFound(f"template {template_id} does not exist", template_id=template_id)
         settings = _shape_settings(bundle["settings"])
-        self._settings_cache[template_id] = settings
+        if self._settings_version.get(template_id, 0) == version:
+            self._settings_cache[template_id] = settings
         return {
             "template": _shape_template(bundle["template"]),
             "settings": settings,
             "capabilities": [_shape_capability(c) for c in bundle["capabilities"]],
             "startup_files": bundle["startup_files"],
         }
+
+    def _invalidate(self, template_id: str) -> None:
+        self._settings_version[template_id] = self._settings_version.get(template_id, 0) + 1
+        self._settings_cache.pop(template_id, None)
 
     async def settings(self, template_id: str) -> dict[str, Any] | None:
         """Current settings (cached); None when the template has been deleted."""
@@ -142,10 +165,18 @@ class TemplateService:
     async def patch(self, template_id: str, body: TemplatePatch) -> dict[str, Any]:
         new_name = None
         if body.name is not None:
-            new_name = body.name.strip()
-            if not new_name:
-                raise errors.ValidationError("name must not be empty", template_id=template_id)
+            new_name = check_template_name(body.name, template_id=template_id)
         changes = body.settings.model_dump(exclude_none=True) if body.settings else {}
+        mem_mb = changes.get("limits", {}).get("mem_mb")
+        if mem_mb is not None and 0 < mem_mb < MIN_MEM_MB:
+            raise errors.ValidationError(
+                f"limits.mem_mb must be 0 (no limit) or at least {MIN_MEM_MB}: QuickJS and the "
+                f"prelude need about {MIN_MEM_MB} MB before any script runs; got {mem_mb}",
+                template_id=template_id,
+                field="settings.limits.mem_mb",
+            )
+        if new_name is None and not any(changes.values()):
+            return await self.detail(template_id)  # nothing to change: not even updated_at
 
         def mutate(tpl: dict[str, Any], settings: dict[str, Any]) -> None:
             if new_name is not None:
@@ -161,13 +192,13 @@ class TemplateService:
             raise errors.Conflict(f"a template named {new_name!r} already exists", name=new_name) from None
         if not found:
             raise errors.TemplateNotFound(f"template {template_id} does not exist", template_id=template_id)
-        self._settings_cache.pop(template_id, None)
+        self._invalidate(template_id)
         return await self.detail(template_id)
 
     async def delete(self, template_id: str) -> dict[str, Any]:
         if not await self.store.delete_template(template_id=template_id):
             raise errors.TemplateNotFound(f"template {template_id} does not exist", template_id=template_id)
-        self._settings_cache.pop(template_id, None)
+        self._invalidate(template_id)
         return {"status": "ok", "template_id": template_id}
 
     # ------------------------------------------------------------- capabilities

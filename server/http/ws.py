@@ -217,11 +217,11 @@ class Connection:
             "cancel": self.cancel,
         }.get(kind)  # type: ignore[arg-type]
         if handler is None:
+            what = "message has no type" if kind is None else f"unknown message type {kind!r}"
             return self.error(
                 msg_id,
                 errors.InvalidRequest(
-                    f"unknown message type {kind!r}; expected subscribe, unsubscribe, execute, "
-                    "run_file, cancel or ping"
+                    f"{what}; expected subscribe, unsubscribe, execute, run_file, cancel or ping"
                 ),
             )
         if kind == "cancel":
