@@ -7,6 +7,7 @@ errors, in the same envelope).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,75 @@ from aiohttp import web
 import server
 from server import __version__
 from server.config import Settings
+from server.http.middleware import API_PREFIX
 
 ROOT = Path(server.__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Where a "not found" page for each kind of id sends the user back to.
+_BACK = {
+    "template": ("/templates", "All templates"),
+    "session": ("/sessions", "All sessions"),
+    "execution": ("/sessions", "All sessions"),
+}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _not_found(
+    request: web.Request,
+    *,
+    heading: str,
+    message: str,
+    back: tuple[str, str],
+    nav: str = "",
+    value: str | None = None,
+) -> web.StreamResponse:
+    """The site's 404 page: what was not found, and a way back."""
+    context: dict[str, Any] = {
+        "title": heading,
+        "nav": nav,
+        "version": __version__,
+        "heading": heading,
+        "message": message,
+        "value": value,
+        "back_href": back[0],
+        "back_label": back[1],
+    }
+    return aiohttp_jinja2.render_template("not_found.html", request, context, status=404)
 
 
 def _page(template: str, title: str, nav: str, *ids: str) -> PageHandler:
-    """A handler rendering ``template`` with the path parameters ``ids`` as context."""
+    """A handler rendering ``template`` with the path parameters ``ids`` as context.
+
+    Every id is a UUID: a malformed one cannot name anything, so it gets the 404 page at once
+    instead of a page of forms for nothing. (A well-formed id the server does not know is
+    found out by the page's script, from the API's own 404.)
+    """
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        for name in ids:
+            value = request.match_info[name]
+            if not _is_uuid(value):
+                kind = name.removesuffix("_id")
+                return _not_found(
+                    request,
+                    heading=f"{kind.capitalize()} not found",
+                    message=f"There is no {kind} with the id below: it is not a valid id (ids are UUIDs).",
+                    value=value,
+                    back=_BACK[kind],
+                    nav=nav,
+                )
         context: dict[str, Any] = {
             "title": title,
             "nav": nav,
@@ -39,6 +97,28 @@ def _page(template: str, title: str, nav: str, *ids: str) -> PageHandler:
         return aiohttp_jinja2.render_template(template, request, context)
 
     return handler
+
+
+@web.middleware
+async def _html_not_found(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown browser addresses get the site's 404 page (the API keeps its JSON 404)."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        path = request.path
+        if (
+            path.startswith(API_PREFIX)
+            or path.startswith("/static/")
+            or request.method not in ("GET", "HEAD")
+        ):
+            raise
+        return _not_found(
+            request,
+            heading="Page not found",
+            message="There is no page at this address.",
+            value=path,
+            back=("/sessions", "Sessions"),
+        )
 
 
 async def _home(request: web.Request) -> web.StreamResponse:
@@ -55,6 +135,8 @@ async def _revalidate_static(request: web.Request, response: web.StreamResponse)
 def setup(app: web.Application, settings: Settings) -> None:
     """Register the page routes, the static files and the template environment."""
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
+    # Innermost, so the shared middleware still sees (and logs) the 404 it returns.
+    app.middlewares.append(_html_not_found)
     app.router.add_static("/static", STATIC_DIR, name="static", append_version=False)
     app.on_response_prepare.append(_revalidate_static)
     app.router.add_get("/", _home)

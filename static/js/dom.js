@@ -74,20 +74,7 @@ export function setBadge(el, status) {
 /** Show an error (an ApiError's code and message, or any Error) at the top of the page. */
 export function showError(err, context) {
   const area = document.getElementById("flash");
-  const code = err instanceof ApiError ? err.code : err?.name || "Error";
-  const message = err?.message || String(err);
-  const item = h(
-    "div",
-    { class: "flash error", role: "alert" },
-    h("strong", { class: "flash-code" }, code),
-    h(
-      "span",
-      { class: "flash-msg" },
-      context ? `${context}: ${message}` : message,
-      code === "UNAUTHORIZED" ? " — open this page with ?token=YOUR_TOKEN added to its address to sign in." : "",
-    ),
-    h("button", { type: "button", class: "flash-close", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"),
-  );
+  const item = errorItem(err, context, (el) => el.remove());
   area.append(item);
   if (err instanceof ApiError && err.code === "NETWORK") watchServer();
   return item;
@@ -104,17 +91,126 @@ export function clearErrors() {
   document.getElementById("flash").replaceChildren();
 }
 
-/** Run an async UI action; on failure show its error. Disables `button` meanwhile. */
-export async function act(fn, { button, context } = {}) {
+// ------------------------------------------------------------------ messages next to a form
+//
+// The outcome of an action is shown right after the form (or list, or button row) it came
+// from, in one status slot per place: a new message replaces the previous one, so a failure
+// clears an earlier "saved" and a success clears an earlier error. The slot is scrolled into
+// view, so the message is seen even when the page-top flash area is off-screen.
+
+/** The status slot of `anchor` (created on first use, right after it). */
+function slotFor(anchor) {
+  const next = anchor.nextElementSibling;
+  if (next && next.classList.contains("form-status")) return next;
+  const slot = h("div", { class: "form-status" });
+  anchor.after(slot);
+  return slot;
+}
+
+function reveal(el) {
+  // "nearest" scrolls only when needed; CSS scroll-margin keeps it clear of the sticky top bar.
+  el.scrollIntoView({ block: "nearest" });
+}
+
+function errorItem(err, context, onClose) {
+  const code = err instanceof ApiError ? err.code : err?.code || err?.name || "Error";
+  const message = err?.message || String(err);
+  const item = h(
+    "div",
+    { class: "flash error", role: "alert" },
+    h("strong", { class: "flash-code" }, code),
+    h(
+      "span",
+      { class: "flash-msg" },
+      context ? `${context}: ${message}` : message,
+      code === "UNAUTHORIZED" ? " — open this page with ?token=YOUR_TOKEN added to its address to sign in." : "",
+    ),
+    h("button", { type: "button", class: "flash-close", "aria-label": "Dismiss", onclick: () => onClose(item) }, "×"),
+  );
+  return item;
+}
+
+/** Show `err` next to `anchor` (replacing any earlier message there). */
+export function showErrorAt(anchor, err, context) {
+  if (!anchor) return showError(err, context);
+  const slot = slotFor(anchor);
+  const item = errorItem(err, context, () => slot.replaceChildren());
+  slot.replaceChildren(item);
+  reveal(slot);
+  if (err instanceof ApiError && err.code === "NETWORK") watchServer();
+  return item;
+}
+
+/** Show a success (or, with level "warn", a caution) message next to `anchor`. */
+export function showNoticeAt(anchor, message, { level = "ok", timeout = level === "ok" ? 6000 : 0 } = {}) {
+  if (!anchor) return showNotice(message);
+  const slot = slotFor(anchor);
+  const item = h("div", { class: `flash ${level}`, role: "status" }, h("span", { class: "flash-msg" }, message));
+  if (level !== "ok") {
+    item.append(h("button", { type: "button", class: "flash-close", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"));
+  }
+  slot.replaceChildren(item);
+  reveal(slot);
+  if (timeout) setTimeout(() => item.remove(), timeout);
+  return item;
+}
+
+/** Remove the message shown next to `anchor`, if any. */
+export function clearAt(anchor) {
+  const next = anchor?.nextElementSibling;
+  if (next && next.classList.contains("form-status")) next.replaceChildren();
+}
+
+/**
+ * Run an async UI action; on failure show its error next to `near` (or at the top of the page
+ * without it). Disables `button` meanwhile.
+ */
+export async function act(fn, { button, context, near } = {}) {
   if (button) button.disabled = true;
   try {
     return await fn();
   } catch (err) {
-    showError(err, context);
+    if (near) showErrorAt(near, err, context);
+    else showError(err, context);
     return undefined;
   } finally {
     if (button) button.disabled = false;
   }
+}
+
+// ------------------------------------------------------------------ confirmations
+
+/** The question asked before closing a session (closing cannot be undone). */
+export function closeQuestion(session, { running = false } = {}) {
+  return (
+    `Close session ${shortId(session.id)}?\n\n` +
+    (running ? "Code is running in it right now: that execution will be cancelled. " : "Any execution still running in it will be cancelled. ") +
+    "The session's state (variables, loaded modules) is lost, and a closed session cannot be reopened."
+  );
+}
+
+// ------------------------------------------------------------------ not found
+
+/**
+ * Replace the page's content with a "not found" message (no forms, nothing live).
+ * `what` is e.g. "session", `back` a [href, label] pair.
+ */
+export function showNotFound(what, id, [href, label], detail) {
+  const title = `${what[0].toUpperCase()}${what.slice(1)} not found`;
+  document.title = `${title} · vm-system`;
+  clearErrors();
+  const main = document.getElementById("main");
+  main.classList.remove("repl-main");
+  main.replaceChildren(
+    h(
+      "section",
+      { class: "card not-found", "aria-labelledby": "nf-h" },
+      h("h1", { id: "nf-h" }, title),
+      h("p", {}, `There is no ${what} with id `, h("code", {}, id), ". ", detail || "It may have been deleted, or the address is mistyped."),
+      h("p", {}, h("a", { class: "button", href }, `← ${label}`)),
+    ),
+  );
+  main.focus();
 }
 
 // ------------------------------------------------------------------ connection banner

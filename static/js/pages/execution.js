@@ -3,7 +3,7 @@
 
 import { get } from "../api.js";
 import { LiveSocket } from "../socket.js";
-import { $, h, mainData, fmtTime, fmtClock, fmtDuration, setBadge, shortId, act, showError, onReconnect } from "../dom.js";
+import { $, h, mainData, fmtTime, fmtClock, fmtDuration, setBadge, shortId, act, showError, onReconnect, showNotFound } from "../dom.js";
 import { renderEventPayload, renderValue, renderException } from "../render.js";
 
 const EID = mainData("executionId");
@@ -99,13 +99,23 @@ function follow() {
   state.socket.connect();
 }
 
-moreBtn.addEventListener("click", (e) => act(loadPage, { button: e.currentTarget, context: "Could not load events" }));
+moreBtn.addEventListener("click", (e) =>
+  act(loadPage, { button: e.currentTarget, context: "Could not load events", near: e.currentTarget.parentElement }),
+);
+
+let gone = false;
 
 async function start() {
+  if (gone) return;
   try {
     renderExecution(await get(`/executions/${EID}`));
     await loadPage();
   } catch (err) {
+    if (err.status === 404 && !state.execution) {
+      gone = true;
+      showNotFound("execution", EID, ["/sessions", "All sessions"]);
+      return;
+    }
     showError(err, "Could not load the execution");
   }
 }

@@ -9,7 +9,8 @@
 
 import { get, post } from "../api.js";
 import { LiveSocket } from "../socket.js";
-import { $, h, mainData, fmtDuration, setBadge, showError, act, shortId } from "../dom.js";
+import { $, h, mainData, fmtDuration, setBadge, showError, showErrorAt, clearAt, act, shortId, closeQuestion, showNotFound } from "../dom.js";
+import { isIncomplete } from "../incomplete.js";
 import { renderEventLine, renderValue, renderException } from "../render.js";
 
 const SID = mainData("sessionId");
@@ -298,7 +299,17 @@ function autosize() {
 input.addEventListener("input", autosize);
 input.addEventListener("keydown", (e) => {
   if (e.isComposing) return;
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.shiftKey && !e.altKey) {
+    // Ctrl+Enter / Cmd+Enter: run now, whatever the input looks like.
+    e.preventDefault();
+    submitInput();
+    return;
+  }
   if (e.key === "Enter" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
+    // Like Node's REPL: an unfinished statement (open bracket, string, trailing operator…)
+    // gets a new line and stays in the editor; anything else runs. Shift+Enter (the
+    // browser's default) always adds a line.
+    if (isIncomplete(input.value)) return;
     e.preventDefault();
     submitInput();
     return;
@@ -330,15 +341,18 @@ function inlineError(err, context) {
   logEl.scrollTop = logEl.scrollHeight;
 }
 
-async function startExecution(message, restore) {
+/** Start an execution; a failure is shown next to `near` (a form) or else in the log. */
+async function startExecution(message, restore, near) {
   try {
     const reply = await socket.request(message);
+    if (near) clearAt(near);
     ensureBlock(reply.execution);
     logEl.scrollTop = logEl.scrollHeight;
     // The session subscription already carries this execution; drop the duplicate stream.
     socket.send({ type: "unsubscribe", subscription: reply.subscription });
   } catch (err) {
-    inlineError(err);
+    if (near) showErrorAt(near, err, "Could not run the file");
+    else inlineError(err);
     if (restore && !input.value) {
       input.value = restore;
       autosize();
@@ -381,21 +395,30 @@ async function cancel(block) {
 
 $("#run-file-form").addEventListener("submit", (e) => {
   e.preventDefault();
+  const runForm = e.currentTarget;
   const path = $("#run-path").value.trim();
   let args;
   try {
     args = JSON.parse($("#run-args").value.trim() || "{}");
-    if (args === null || typeof args !== "object" || Array.isArray(args)) throw new Error("args must be a JSON object");
+    if (args === null || typeof args !== "object" || Array.isArray(args)) throw new Error("not an object");
   } catch (err) {
-    showError({ name: "INVALID_ARGS", message: `Args must be a JSON object, e.g. {"n": 3}: ${err.message}` });
+    showErrorAt(runForm, { code: "INVALID_ARGS", message: `Args must be a JSON object, e.g. {"n": 3} (${err.message})` });
+    $("#run-args").focus();
     return;
   }
-  startExecution({ type: "run_file", session_id: SID, path, args });
+  if (!socket.live) {
+    showErrorAt(runForm, { code: "DISCONNECTED", message: "Not connected to the server yet; try again once reconnected" });
+    return;
+  }
+  startExecution({ type: "run_file", session_id: SID, path, args }, undefined, runForm);
 });
 
-$("#close-session").addEventListener("click", (e) =>
-  act(async () => renderSession(await post(`/sessions/${SID}/close`)), { button: e.currentTarget, context: "Close failed" }),
-);
+$("#close-session").addEventListener("click", (e) => {
+  const running = [...state.blocks.values()].some((b) => b.execution.status === "running");
+  if (!window.confirm(closeQuestion({ id: SID }, { running }))) return;
+  const near = e.currentTarget.closest(".session-head");
+  act(async () => renderSession(await post(`/sessions/${SID}/close`)), { button: e.currentTarget, context: "Close failed", near });
+});
 
 // ------------------------------------------------------------------ live connection
 
@@ -479,6 +502,11 @@ async function start() {
     }
     logEl.scrollTop = logEl.scrollHeight;
   } catch (err) {
+    if (err.status === 404 && !state.session) {
+      // A well-formed id the server does not know: no REPL to connect, nothing to retry.
+      showNotFound("session", SID, ["/sessions", "All sessions"]);
+      return;
+    }
     showError(err, "Could not load the session");
     if (err.status === 404 || err.status === 400) return;
   }

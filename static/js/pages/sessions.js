@@ -1,11 +1,12 @@
 // Sessions: the list with a status filter, the create form and close.
 
 import { get, post } from "../api.js";
-import { $, h, fmtTime, act, badge, shortId, onReconnect, showError } from "../dom.js";
+import { $, h, fmtTime, act, badge, shortId, onReconnect, showError, clearAt, closeQuestion } from "../dom.js";
 
 const body = $("#sessions-body");
 const filter = $("#status-filter");
 const templateSelect = $("#session-template");
+const tableWrap = body.closest(".table-wrap");
 
 const params = new URLSearchParams(window.location.search);
 if (params.get("status")) filter.value = params.get("status");
@@ -35,25 +36,28 @@ function row(s) {
             type: "button",
             class: "small danger",
             "aria-label": `Close session ${shortId(s.id)}`,
-            onclick: (e) =>
+            onclick: (e) => {
+              if (!window.confirm(closeQuestion(s))) return;
               act(
                 async () => {
                   await post(`/sessions/${s.id}/close`);
+                  clearAt(tableWrap);
                   await loadSessions();
                 },
-                { button: e.currentTarget, context: "Could not close the session" },
-              ),
+                { button: e.currentTarget, context: `Could not close session ${shortId(s.id)}`, near: tableWrap },
+              );
+            },
           },
           "Close",
         );
   return h(
     "tr",
     { dataset: { sessionId: s.id } },
-    h("td", {}, h("a", { href: `/sessions/${s.id}`, class: "mono" }, shortId(s.id))),
-    h("td", {}, h("a", { href: `/templates/${s.vm_id}` }, s.runtime_meta?.template_name || shortId(s.vm_id))),
-    h("td", {}, badge(s.status)),
-    h("td", { class: "mono wrap" }, s.worktree_path),
-    h("td", { class: "hide-narrow" }, fmtTime(s.created_at)),
+    h("td", { dataset: { label: "Session" } }, h("a", { href: `/sessions/${s.id}`, class: "mono" }, shortId(s.id))),
+    h("td", { dataset: { label: "Template" } }, h("a", { href: `/templates/${s.vm_id}` }, s.runtime_meta?.template_name || shortId(s.vm_id))),
+    h("td", { dataset: { label: "Status" } }, badge(s.status)),
+    h("td", { class: "mono wrap", dataset: { label: "Worktree" } }, s.worktree_path),
+    h("td", { class: "hide-narrow", dataset: { label: "Created" } }, fmtTime(s.created_at)),
     h(
       "td",
       { class: "row-actions" },
@@ -101,7 +105,7 @@ $("#create-session").addEventListener("submit", (e) => {
       });
       window.location.href = `/sessions/${s.id}`;
     },
-    { button: f.querySelector("button[type=submit]"), context: "Could not create the session" },
+    { button: f.querySelector("button[type=submit]"), context: "Could not create the session", near: f },
   );
 });
 

@@ -40,7 +40,7 @@ $("#create-template").addEventListener("submit", (e) => {
       const tpl = await post("/templates", { name: form.elements.name.value.trim(), engine: form.elements.engine.value });
       window.location.href = `/templates/${tpl.id}`;
     },
-    { button, context: "Could not create the template" },
+    { button, context: "Could not create the template", near: form },
   );
 });
 
