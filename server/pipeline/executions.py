@@ -23,7 +23,7 @@ from server.core import errors
 from server.pipeline.bus import EventBus
 from server.pipeline.writer import EventWriter
 from server.runtime.supervisor import EventBatch, RunResult, WorkerHandle
-from server.store.store import EventTuple, Store
+from server.store.store import INTERRUPTED_EXECUTION, EventTuple, Store
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ _LIMIT_TEXT = {
     ),
     "CANCELLED": ("cancelled", "execution cancelled"),
     "WORKER_CRASHED": ("error", "the session worker process died during the execution"),
-    "INTERRUPTED": ("error", "the server shut down while this execution was running"),
+    "INTERRUPTED": ("error", INTERRUPTED_EXECUTION),
 }
 
 

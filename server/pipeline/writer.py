@@ -45,10 +45,6 @@ class EventWriter:
         self._next_id += n
         return base
 
-    @property
-    def queued(self) -> int:
-        return len(self._rows)
-
     def submit(
         self,
         rows: Sequence[EventTuple],

@@ -46,10 +46,8 @@ class RunResult:
     outcome: tuple[str, dict[str, Any]] | None  # ("value"|"exception", payload)
     code: str | None  # CANCELLED, CPU_/WALL_LIMIT_EXCEEDED, OUTPUT_LIMIT_EXCEEDED, WORKER_CRASHED
     cpu_ms: float = 0.0
-    wall_ms: float = 0.0
     killed: bool = False  # the worker was killed: the session must be rebuilt
     output_bytes: int = 0
-    detail: str = ""
 
 
 @dataclass
@@ -292,7 +290,6 @@ class WorkerHandle:
                                 outcome=info["outcome"],
                                 code=info["code"],
                                 cpu_ms=info["cpu_ms"],
-                                wall_ms=info["wall_ms"],
                                 output_bytes=info.get("output_bytes", 0),
                             )
                         )
@@ -332,7 +329,6 @@ class WorkerHandle:
                         code=code,
                         killed=True,
                         cpu_ms=pending.cpu_ms,
-                        detail="" if pending.kill_code else "the session worker process died",
                     )
                 )
             if self.on_exit is not None and was_alive:

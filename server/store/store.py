@@ -66,6 +66,7 @@ _TEMPLATE_CHILDREN = {
     ),
 }
 
+INTERRUPTED_EXECUTION = "the server stopped while this execution was running"
 INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
 
 
@@ -702,7 +703,7 @@ class Store:
             err = _dumps(
                 {
                     "code": "INTERRUPTED",
-                    "message": "the server stopped while this execution was running",
+                    "message": INTERRUPTED_EXECUTION,
                 }
             )
             # Ended executions always carry their metrics (API.md section 4); what a dead process
