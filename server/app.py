@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -27,6 +28,8 @@ log = logging.getLogger("vm_system")
 STORE = web.AppKey("store", Store)
 POOL = web.AppKey("worker_pool", WorkerPool)
 CHECKPOINT_EVERY_S = 1.0
+CHECKPOINT_QUIET_S = 0.5  # no bulk write for this long: a good moment to checkpoint
+CHECKPOINT_WAL_CAP = 64 * 1024 * 1024  # ...or the log is this large: checkpoint anyway
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -120,6 +123,11 @@ async def _checkpoint_loop(st: Store) -> None:
         return
     while True:
         await asyncio.sleep(CHECKPOINT_EVERY_S)
+        # During a flood of events the checkpoint would compete with the writer for the CPU:
+        # wait for a pause, unless the log has grown past its cap.
+        streaming = time.monotonic() - st.last_bulk_write < CHECKPOINT_QUIET_S
+        if streaming and st.wal_bytes() < CHECKPOINT_WAL_CAP:
+            continue
         with contextlib.suppress(Exception):
             await st.checkpoint()
 

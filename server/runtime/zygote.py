@@ -19,7 +19,6 @@ import sys
 from server.runtime import protocol
 
 PR_SET_PDEATHSIG = 1
-WORKER_NICE = 5
 
 
 def die_with_parent() -> None:
@@ -67,10 +66,11 @@ def main(control_fd: int) -> None:
                 die_with_parent()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                # User code runs below the server's priority, so a spinning session cannot
-                # starve the event loop that serves every other session.
-                with contextlib.suppress(OSError):
-                    os.nice(WORKER_NICE)
+                # User code is batch work to the kernel: it keeps its fair share of the CPU but
+                # does not preempt the server's event loop when that wakes up, so a spinning
+                # session cannot add latency to everyone else's requests.
+                with contextlib.suppress(OSError, AttributeError):
+                    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
                 code = worker_main(fds[0], engine)
             except BaseException:  # noqa: BLE001 - a worker must never return into the loop
                 import traceback

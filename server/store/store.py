@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,6 +120,7 @@ class Store:
         # SQLAlchemy's and, once the engine exists, the driver's own (raw hot-path cursor).
         self._integrity_errors: tuple[type[Exception], ...] = (IntegrityError,)
         self._queued_writes = 0  # writes handed to the writer thread and not finished yet
+        self.last_bulk_write = 0.0  # monotonic time of the last write sent to the writer thread
         p = "?" if self.is_sqlite else "%s"
         self._sql_insert_events = (
             f"INSERT INTO events (id, execution_id, seq, ts, type, payload) VALUES ({', '.join([p] * 6)})"
@@ -198,6 +201,14 @@ class Store:
         except StoreError:
             return False
 
+    def wal_bytes(self) -> int:
+        """Size of the SQLite write-ahead log (0 when there is none)."""
+        path = self.url.split("sqlite:///", 1)[-1] + "-wal"
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
+
     async def checkpoint(self) -> None:
         """Fold the SQLite WAL back into the main file (no-op on PostgreSQL).
 
@@ -233,6 +244,7 @@ class Store:
                     self._write_lock.release()
         loop = asyncio.get_running_loop()
         self._queued_writes += 1
+        self.last_bulk_write = time.monotonic()
         try:
             return await loop.run_in_executor(self._writer, self._locked, fn, operation)
         finally:
