@@ -231,7 +231,9 @@ async def test_create_a_template_and_a_session_through_the_ui(page: Any, ui: Ui)
     assert await page.get_by_label("Wall time (ms)").input_value() == "3000"
     assert await page.get_by_label("Strict mode").is_checked()
     await page.locator("#modules-fs:checked").wait_for()
-    assert await page.locator("#libraries-list li").count() > 0
+    # The library catalog is listed (one checkbox per entry, not the "Loading…" line).
+    await page.locator("#libraries-list input[type=checkbox]").first.wait_for()
+    assert await page.locator("#libraries-list input[type=checkbox]").count() == 4
 
     await page.get_by_label("Worktree path").fill(str(ui.worktree))
     await page.get_by_role("button", name="Create session").click()
@@ -457,12 +459,15 @@ async def test_sessions_list_filter_close_history_and_event_log(page: Any, ui: U
     questions = await dialogs.wait()
     assert len(questions) == 1 and "cancelled" in questions[0]
     await page.get_by_label("Status").select_option("closed")
-    await page.locator("#sessions-body tr").first.wait_for()
-    await page.wait_for_function("() => document.querySelectorAll('#sessions-body tr').length === 1")
+    # Wait for the filtered rows themselves, not a "Loading…" placeholder row.
+    await page.wait_for_function(
+        "() => document.querySelectorAll('#sessions-body tr').length === 1"
+        " && document.querySelectorAll('#sessions-body tr[data-session-id]').length === 1"
+    )
     assert await page.locator(f"tr[data-session-id='{other}']").count() == 1
 
     await page.goto(ui.url(f"/sessions/{sid}/history"))
-    rows = page.locator("#history-body tr")
+    rows = page.locator("#history-body tr[data-execution-id]")  # not the "Loading…" row
     await rows.first.wait_for()
     assert await rows.count() == 2
     assert "row" in await rows.nth(0).inner_text()  # newest first
@@ -886,8 +891,8 @@ async def test_runtime_heading_once_and_a_readable_exception_stack(page: Any, ui
     )
     await page.goto(ui.url(f"/executions/{ex['id']}"))
     stacks = page.locator(".exc-stack")
-    await stacks.first.wait_for()
-    assert await stacks.count() >= 2  # in the summary (light card) and in the event log
+    # In the summary (light card) and in the event log: two requests, so wait for both.
+    await page.wait_for_function("() => document.querySelectorAll('.exc-stack').length >= 2")
     for i in range(await stacks.count()):
         assert "boom" in await stacks.nth(i).inner_text()
         ratio = await stacks.nth(i).evaluate(CONTRAST)
