@@ -12,19 +12,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
-from server.core.errors import DomainError
+from server.errors import status_by_code
 
 # Statuses of the error codes (API.md section 2), to give WebSocket errors the REST status too.
-_CODE_STATUS: dict[str, int] = {}
-
-
-def _collect_statuses(cls: type[DomainError]) -> None:
-    for sub in cls.__subclasses__():
-        _CODE_STATUS.setdefault(sub.code, sub.status)
-        _collect_statuses(sub)
-
-
-_collect_statuses(DomainError)
+_CODE_STATUS = status_by_code()
 
 # Terminal statuses of an execution (API.md section 4).
 ENDED_STATUSES = frozenset({"ok", "error", "timeout", "cancelled"})

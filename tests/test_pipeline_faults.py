@@ -19,7 +19,8 @@ from sqlalchemy.exc import OperationalError
 
 from server.app import create_app
 from server.config import Settings
-from server.store.store import EventTuple, Store
+from server.events import EventTuple
+from server.store.store import Store
 from tests.conftest import assert_gap_free, history, session_body, stored_events
 
 SECRET = "/var/lib/secret-dir/vm.db"

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from server.app import create_app
 from server.config import Settings
-from server.core.errors import StoreConflict, StoreError
+from server.errors import StoreConflict, StoreError
 from server.store.models import SCHEMA_VERSION
 from server.store.store import Store
 from tests.conftest import INTERRUPTED_SESSION, Api, open_store, stored_events
@@ -564,7 +564,7 @@ async def test_newer_schema_version_is_refused(db_url: str) -> None:
 async def test_store_recovers_after_postgresql_drops_its_connection(pg_schema_url: str) -> None:
     import psycopg
 
-    from server.core.errors import StoreError
+    from server.errors import StoreError
 
     async with open_store(Settings.from_env({}, db_url=pg_schema_url).db_url) as st:
         sess = await make_session(st)

@@ -76,7 +76,7 @@ def serve(
 ) -> None:
     """Run the API server."""
     from server.config import ConfigError, Settings
-    from server.core.errors import DomainError
+    from server.errors import DomainError
 
     try:
         settings = Settings.from_env(

@@ -6,12 +6,13 @@ import builtins
 import re
 from typing import Any
 
-from server.core import errors
+from server import errors
 from server.core.paths import clean_relative_path, read_worktree_file
 from server.core.schemas import ReplRequest, RunFileRequest
 from server.core.sessions import SessionService
 from server.core.templates import parse_uuid
-from server.pipeline.executions import ExecOutcome, ExecRequest, event_json
+from server.events import event_json
+from server.pipeline.executions import ExecOutcome, ExecRequest
 from server.store.store import Store
 
 MAX_EXECUTIONS_PAGE = 1000

@@ -6,7 +6,7 @@ import os
 import posixpath
 from pathlib import Path
 
-from server.core import errors
+from server import errors
 
 
 def clean_relative_path(raw: str, *, field: str = "path") -> str:

@@ -9,9 +9,9 @@ import time
 import uuid
 from typing import Any
 
+from server import errors
 from server.clock import now_iso
 from server.config import Settings
-from server.core import errors
 from server.core.paths import check_worktree, read_worktree_file
 from server.core.schemas import SessionCreate
 from server.core.templates import TemplateService, parse_uuid

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from server import errors
 from server.clock import now_iso
-from server.core import errors
 from server.core.paths import clean_relative_path
 from server.core.schemas import (
     CapabilityCreate,

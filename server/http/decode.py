@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
-from server.core import errors
+from server import errors
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from server.core import errors
+from server import errors
 from server.http.keys import MAX_BODY
 
 log = logging.getLogger("vm_system.http")

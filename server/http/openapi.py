@@ -9,32 +9,9 @@ from pydantic import TypeAdapter
 
 from server import __version__
 from server.core.schemas import ErrorOut
+from server.errors import status_by_code
 
-_STATUS = {
-    "VALIDATION_ERROR": 400,
-    "INVALID_REQUEST": 400,
-    "UNAUTHORIZED": 401,
-    "NOT_FOUND": 404,
-    "TEMPLATE_NOT_FOUND": 404,
-    "SESSION_NOT_FOUND": 404,
-    "EXECUTION_NOT_FOUND": 404,
-    "FILE_NOT_FOUND": 404,
-    "CONFLICT": 409,
-    "SESSION_NOT_READY": 409,
-    "SESSION_BUSY": 409,
-    "EXECUTION_NOT_RUNNING": 409,
-    "PAYLOAD_TOO_LARGE": 413,
-    "INVALID_PATH": 422,
-    "OUTPUT_LIMIT_EXCEEDED": 422,
-    "STARTUP_MODE_UNSUPPORTED": 422,
-    "STARTUP_FAILED": 422,
-    "MODULE_NOT_ALLOWED": 422,
-    "LIBRARY_NOT_ALLOWED": 422,
-    "LIBRARY_UNAVAILABLE": 422,
-    "ENGINE_UNSUPPORTED": 422,
-    "TOO_MANY_SESSIONS": 503,
-    "INTERNAL": 500,
-}
+_STATUS = status_by_code()
 _REF = "#/components/schemas/{model}"
 
 

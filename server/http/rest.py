@@ -13,10 +13,11 @@ from pydantic import BaseModel
 from server import __version__
 from server.core import schemas as s
 from server.core.templates import parse_uuid
+from server.events import events_array
 from server.http.decode import decode_body
 from server.http.keys import SERVICES
 from server.http.middleware import json_response
-from server.pipeline.executions import ExecOutcome, events_array
+from server.pipeline.executions import ExecOutcome
 from server.runtime import libraries, modules
 from server.services import Services
 

@@ -21,17 +21,16 @@ from urllib.parse import urlsplit
 import orjson
 from aiohttp import WSMsgType, web
 
+from server import errors
 from server.config import Settings
-from server.core import errors
 from server.core.schemas import ReplRequest, RunFileRequest
 from server.core.templates import parse_uuid
+from server.events import EventTuple, events_array, runs_by_execution
 from server.http.decode import validate_fields
 from server.http.keys import SERVICES
 from server.http.middleware import error_response
 from server.http.rest import EXTRA_ROUTES
-from server.pipeline.executions import events_array
 from server.services import Services
-from server.store.store import EventTuple
 
 log = logging.getLogger(__name__)
 
@@ -338,15 +337,10 @@ class Connection:
                 rows = await store.list_session_events(
                     session_id=session_id, after_id=sub.cursor, limit=BACKLOG_PAGE
                 )
-                start = 0
-                while start < len(rows):  # one frame per execution run
-                    end = start
-                    while end < len(rows) and rows[end][1] == rows[start][1]:
-                        end += 1
-                    frame = sub.frame(rows[start][1], session_id, rows[start:end])
+                for exec_id, run in runs_by_execution(rows):  # one frame per execution run
+                    frame = sub.frame(exec_id, session_id, run)
                     if frame is not None:
                         await self.push_wait(frame)
-                    start = end
                 if len(rows) < BACKLOG_PAGE:
                     break
         else:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from server.store.store import EventTuple
+from server.events import EventTuple, runs_by_execution
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +49,13 @@ class EventBus:
         """Fan out a committed batch: rows grouped per execution, order preserved."""
         if not rows or not (self._by_execution or self._by_session):
             return
-        start = 0
-        n = len(rows)
-        while start < n:
-            exec_id = rows[start][1]
-            end = start + 1
-            while end < n and rows[end][1] == exec_id:
-                end += 1
-            chunk = rows[start:end] if (start or end != n) else rows
+        for exec_id, chunk in runs_by_execution(rows):
             session_id = self._session_of.get(exec_id, "")
             for sub in _targets(self._by_execution.get(exec_id), self._by_session.get(session_id)):
                 try:
                     sub.on_events(exec_id, session_id, chunk)
                 except Exception:  # noqa: BLE001 - one bad subscriber must not stop the others
                     log.exception("event subscriber failed")
-            start = end
 
     def publish_execution(self, execution: dict[str, Any]) -> None:
         if execution["status"] == "running":

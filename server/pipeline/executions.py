@@ -12,18 +12,19 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from server import errors
 from server.clock import now_iso
-from server.core import errors
+from server.events import EventBatch, EventTuple
 from server.pipeline.bus import EventBus
 from server.pipeline.writer import EventWriter
-from server.runtime.supervisor import EventBatch, RunResult, WorkerHandle
-from server.store.store import INTERRUPTED_EXECUTION, EventTuple, Store
+from server.runtime.supervisor import RunResult, WorkerHandle
+from server.store.store import INTERRUPTED_EXECUTION, Store
 
 log = logging.getLogger(__name__)
 
@@ -77,34 +78,6 @@ class ExecOutcome:
     execution: dict[str, Any]
     events: list[EventTuple] | None
     failed_operation: str | None = None
-
-
-def event_json(row: EventTuple) -> dict[str, Any]:
-    """Public form of an event row (payload embedded without re-encoding)."""
-    eid, exec_id, seq, ts, typ, payload = row
-    return {
-        "id": eid,
-        "execution_id": exec_id,
-        "seq": seq,
-        "ts": ts,
-        "type": typ,
-        "payload": orjson.Fragment(payload),
-    }
-
-
-def events_array(rows: Sequence[EventTuple]) -> orjson.Fragment:
-    """A JSON array of events, written directly as text: the hot path of every event reader.
-
-    Every field is safe to embed unescaped: ids and seqs are integers, execution ids are
-    UUIDs, timestamps and types are fixed ASCII, and the payload is stored JSON.
-    """
-    if not rows:
-        return orjson.Fragment(b"[]")
-    parts = [
-        f'{{"id":{r[0]},"execution_id":"{r[1]}","seq":{r[2]},"ts":"{r[3]}","type":"{r[4]}","payload":{r[5]}}}'
-        for r in rows
-    ]
-    return orjson.Fragment("[" + ",".join(parts) + "]")
 
 
 class Recorder:

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from server.core.errors import StoreError
+from server.errors import StoreError
+from server.events import EventTuple
 from server.pipeline.bus import EventBus
-from server.store.store import EventTuple, Store
+from server.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.events import EventBatch
 from server.runtime import protocol
 
 log = logging.getLogger(__name__)
-
-EventBatch = list[tuple[str, str, str]]  # (ts, type, payload_json)
 
 BACKSTOP_GRACE_S = 2.0
 SPAWN_TIMEOUT_S = 30.0

@@ -25,14 +25,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from server.clock import parse_iso
-from server.core.errors import StoreConflict, StoreError
+from server.errors import StoreConflict, StoreError
+from server.events import EventTuple
 from server.store.models import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-EventTuple = tuple[int, str, int, str, str, str]
-"""(id, execution_id, seq, ts, type, payload_json): one event row, as stored and as read."""
 
 _JSON_COLUMNS = {
     "templates": ("exposed_modules", "libraries"),
@@ -665,17 +663,13 @@ class Store:
             operation="list executions",
         )
 
-    async def list_events(
-        self, *, execution_id: str, after_seq: int, limit: int
-    ) -> list[tuple[int, str, int, str, str, str]]:
+    async def list_events(self, *, execution_id: str, after_seq: int, limit: int) -> list[EventTuple]:
         """Raw rows ``(id, execution_id, seq, ts, type, payload_json)``, ascending by seq."""
         return await self._event_rows(
             "execution_id=:e AND seq>:s ORDER BY seq LIMIT :l", e=execution_id, s=after_seq, l=limit
         )
 
-    async def list_session_events(
-        self, *, session_id: str, after_id: int, limit: int
-    ) -> list[tuple[int, str, int, str, str, str]]:
+    async def list_session_events(self, *, session_id: str, after_id: int, limit: int) -> list[EventTuple]:
         return await self._event_rows(
             "execution_id IN (SELECT id FROM executions WHERE session_id=:s) AND id>:a ORDER BY id LIMIT :l",
             s=session_id,
@@ -683,7 +677,7 @@ class Store:
             l=limit,
         )
 
-    async def _event_rows(self, where: str, **params: Any) -> list[tuple[int, str, int, str, str, str]]:
+    async def _event_rows(self, where: str, **params: Any) -> list[EventTuple]:
         sql = text(f"SELECT id, execution_id, seq, ts, type, payload FROM events WHERE {where}")
         return await self.read(lambda c: [tuple(r) for r in c.execute(sql, params)], operation="read events")
 

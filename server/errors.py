@@ -131,3 +131,16 @@ class StoreError(Internal):
 
 class StoreConflict(Exception):
     """A unique constraint was violated (mapped to CONFLICT by the services)."""
+
+
+def status_by_code() -> dict[str, int]:
+    """The HTTP status of every error code, derived from the classes (one source of truth)."""
+    table: dict[str, int] = {}
+
+    def walk(cls: type[DomainError]) -> None:
+        table.setdefault(cls.code, cls.status)
+        for sub in cls.__subclasses__():
+            walk(sub)
+
+    walk(DomainError)
+    return table
