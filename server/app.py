@@ -19,6 +19,7 @@ from server.http import rest
 from server.http.keys import MAX_BODY, SERVICES
 from server.http.middleware import make_middlewares
 from server.pipeline.bus import EventBus
+from server.pipeline.executions import ExecutionPipeline
 from server.pipeline.writer import EventWriter
 from server.runtime.supervisor import WorkerPool
 from server.store.store import Store
@@ -67,12 +68,16 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         bus = EventBus()
         writer = EventWriter(st, bus, await st.max_event_id())
         templates = TemplateService(st)
+        pipeline = ExecutionPipeline(
+            st, writer, bus, cancel_grace_s=settings.cancel_grace_s, checkpoints=settings.checkpoints
+        )
         sessions = SessionService(
             store=st,
             templates=templates,
             pool=app[POOL],
             bus=bus,
             writer=writer,
+            pipeline=pipeline,
             settings=settings,
         )
         app[SERVICES] = _services(settings, st, bus, templates, sessions)

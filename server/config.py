@@ -16,6 +16,15 @@ class ConfigError(ValueError):
     """A setting has a value the server cannot use."""
 
 
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected on/off, true/false, yes/no or 1/0")
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::1]:3210`` for IPv6) into its parts."""
     host, sep, port = value.rpartition(":")
@@ -46,6 +55,7 @@ class Settings:
     ws_queue_frames: int = 1024
     ws_heartbeat_s: float = 30.0
     cancel_grace_s: float = 0.2
+    checkpoints: bool = True  # keep a forked checkpoint per session (rollback, fork, completion)
     log_level: str = "INFO"
 
     @property
@@ -77,6 +87,7 @@ class Settings:
                 lambda v: tuple(o.strip() for o in v.split(",") if o.strip()),
             ),
             "VM_SYSTEM_LOG_LEVEL": ("log_level", str),
+            "VM_SYSTEM_CHECKPOINTS": ("checkpoints", _flag),
         }
         for var, (name, conv) in mapping.items():
             raw = env.get(var)

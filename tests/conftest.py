@@ -129,6 +129,21 @@ def session_body(template_id: str, worktree: Path | str, **over: Any) -> dict[st
     }
 
 
+async def eventually(check: Any, *, within: float = 30.0, every: float = 0.02) -> Any:
+    """Poll ``await check()`` until it returns something truthy; fail after ``within`` s."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s: {check}")
+        await asyncio.sleep(every)
+
+
 def assert_gap_free(events: list[dict[str, Any]]) -> None:
     """Seqs run 1..n with no gap; ids increase and never repeat."""
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -158,6 +173,21 @@ class Api:
         r = await self.client.post("/api/v1/sessions", json=session_body(template_id, self.worktree))
         assert r.status == 201, await r.text()
         return await r.json()
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        return await get_json(self.client, f"/api/v1/sessions/{session_id}")
+
+    async def worker_pid(self, session_id: str) -> int:
+        return int((await self.get_session(session_id))["runtime_meta"]["worker_pid"])
+
+    async def replaced_worker(self, session_id: str, old_pid: int) -> dict[str, Any]:
+        """Wait until the session runs on a worker other than ``old_pid``; its row."""
+
+        async def check() -> dict[str, Any] | None:
+            row = await self.get_session(session_id)
+            return row if row["runtime_meta"]["worker_pid"] not in (old_pid, None) else None
+
+        return await eventually(check)
 
     async def repl(self, session_id: str, code: str, **extra: Any) -> tuple[int, dict[str, Any]]:
         r = await self.client.post(

@@ -11,6 +11,12 @@ import pytest
 from server.runtime.engine import JsEngine, Outcome
 
 
+def run_due_timers(engine: JsEngine) -> None:
+    """Run every timer due now, whoever owns it (a test drives one engine by hand)."""
+    while engine.next_timer_owner() >= 0:
+        engine.run_timer()
+
+
 class Harness:
     """A JsEngine with recording host callables and a small event loop."""
 
@@ -20,11 +26,20 @@ class Harness:
         self.calls: list[tuple[str, str, list]] = []
         self.console_reply: str | None = None
         self.replies: dict[tuple[str, str], dict] = {}
-        self.engine.bind_host(console=self._console, host_call=self._host_call)
+        self.events: list[tuple[str, dict]] = []
+        self.engine.bind_host(console=self._console, host_call=self._host_call, event=self._event)
         self.engine.configure(modules={}, strict=False, esm=False)
 
     def _console(self, level: str, text: str) -> str | None:
         self.logs.append((level, text))
+        return self.console_reply
+
+    def _event(self, kind: str, payload_json: str) -> str | None:
+        """Structured events; a console line with extras is still a console line."""
+        payload = json.loads(payload_json)
+        self.events.append((kind, payload))
+        if kind == "console":
+            self.logs.append((payload["level"], payload["text"]))
         return self.console_reply
 
     def _host_call(self, module: str, function: str, args_json: str) -> str:
@@ -49,7 +64,7 @@ class Harness:
                 return result
             assert isinstance(result, float) and result >= 0
             time.sleep(result)
-            self.engine.run_due_timers()
+            run_due_timers(self.engine)
         raise AssertionError("execution did not finish in time")
 
     def value(self, source: str, **kw: object) -> dict:
@@ -109,8 +124,32 @@ def h() -> Harness:
             },
         ),
         ("/a/g", {"type": "regexp", "preview": "/a/g", "json": {}}),
-        ("new Map([['a', 1]])", {"type": "map", "preview": "Map(1) { 'a' => 1 }", "json": {}}),
-        ("new Set([1, 2])", {"type": "set", "preview": "Set(2) { 1, 2 }", "json": {}}),
+        (
+            "new Map([['a', 1]])",
+            {
+                "type": "map",
+                "preview": "Map(1) { 'a' => 1 }",
+                "json": {},
+                "entries": [
+                    [
+                        {"type": "string", "preview": "a", "json": "a"},
+                        {"type": "number", "preview": "1", "json": 1},
+                    ]
+                ],
+            },
+        ),
+        (
+            "new Set([1, 2])",
+            {
+                "type": "set",
+                "preview": "Set(2) { 1, 2 }",
+                "json": {},
+                "entries": [
+                    {"type": "number", "preview": "1", "json": 1},
+                    {"type": "number", "preview": "2", "json": 2},
+                ],
+            },
+        ),
         ("Promise.resolve(5)", {"type": "promise", "preview": "Promise { 5 }", "json": {}}),
         (
             "[undefined, () => 1]",
@@ -136,7 +175,7 @@ def test_cycle_has_no_json(h: Harness) -> None:
 
 def test_preview_is_cut_json_is_not(h: Harness) -> None:
     payload = h.value("'x'.repeat(20000)")
-    assert payload["preview"] == "x" * 10000
+    assert payload["preview"] == "x" * 10000 + "… 10,000 more characters"
     assert payload["json"] == "x" * 20000
 
 
@@ -233,7 +272,11 @@ def test_console_levels(h: Harness) -> None:
     h.run("console.dir({a: {b: {c: {}}}}); console.table([1]); console.assert(1 === 2, 'nope')")
     assert h.logs == [
         ("log", "{ a: { b: { c: {} } } }"),
-        ("log", "[ 1 ]"),
+        (
+            "log",
+            "┌─────────┬────────┐\n│ (index) │ Values │\n├─────────┼────────┤\n"
+            "│ 0       │ 1      │\n└─────────┴────────┘",
+        ),
         ("warn", "Assertion failed: nope"),
     ]
 
@@ -393,7 +436,7 @@ def test_never_settling_promise_polls_none(h: Harness) -> None:
     h.engine.start(kind="repl", source="new Promise(() => {})", filename="", args={}, env={})
     assert h.engine.poll() is None
     assert h.engine.poll() is None
-    h.engine.clear()
+    h.engine.clear_foreground()
     assert h.value("1 + 1")["json"] == 2
 
 
@@ -412,7 +455,7 @@ def test_set_timeout_runs_before_the_outcome(h: Harness) -> None:
     while not isinstance(result, Outcome) and time.monotonic() < deadline:
         assert isinstance(result, float)
         time.sleep(result)
-        h.engine.run_due_timers()
+        run_due_timers(h.engine)
         result = h.engine.poll()
     assert h.texts() == ["later"]
     assert result == Outcome("value", {"type": "string", "preview": "now", "json": "now"})
@@ -460,9 +503,9 @@ def test_clear_drops_timers(h: Harness) -> None:
         kind="repl", source="setInterval(() => console.log('tick'), 1)", filename="", args={}, env={}
     )
     assert isinstance(h.engine.poll(), float)
-    h.engine.clear()
+    h.engine.clear_foreground()
     time.sleep(0.01)
-    h.engine.run_due_timers()
+    run_due_timers(h.engine)
     assert h.logs == []
     assert h.value("'after'")["json"] == "after"
 
@@ -602,7 +645,7 @@ def test_works_after_fork() -> None:
             result = engine.poll()
             while isinstance(result, float):
                 time.sleep(result)
-                engine.run_due_timers()
+                run_due_timers(engine)
                 result = engine.poll()
             assert isinstance(result, Outcome)
             os.write(write_fd, json.dumps([result.payload, logs]).encode())

@@ -93,13 +93,19 @@ async def test_a_finalization_written_by_the_fallback_is_still_announced(aiohttp
 
 async def test_a_dead_fork_server_is_replaced(api, client, worktree):
     s = await api.session(cpu_ms=100, wall_ms=2000)
+    await api.value(s["id"], "var kept = 3")
+    await api.value(s["id"], "0")  # its answer comes after the checkpoint holding `kept`
+    pid = await api.worker_pid(s["id"])
     os.kill(client.server.app[POOL]._proc.pid, signal.SIGKILL)
-    await asyncio.sleep(0.2)
-    # The busy loop is stopped, the session rebuilt from a new fork server.
+    # Its workers die with it; the session continues from its checkpoint (not a child of the
+    # fork server) with its state.
+    await api.replaced_worker(s["id"], pid)
+    assert (await api.value(s["id"], "kept"))["json"] == 3
+    # The busy loop is stopped and the session rolled back again.
     status, body = await api.repl(s["id"], "while(true){}")
     assert status == 201 and body["error"]["code"] == "CPU_LIMIT_EXCEEDED"
-    assert body["events"][-1]["payload"]["reset"] is True
-    assert (await api.value(s["id"], "1+1"))["json"] == 2
+    assert body["events"][-1]["payload"]["state"] == "rolled_back"
+    assert (await api.value(s["id"], "kept + 1"))["json"] == 4
     fresh = await api.session()
     assert (await api.value(fresh["id"], "'new'"))["json"] == "new"
     assert all(e["status"] != "running" for e in await _executions(client, s["id"]))

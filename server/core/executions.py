@@ -55,7 +55,14 @@ class ExecutionService:
             raise errors.ValidationError("input is required")
         _check_source(body.input, "input")
         live = await self.sessions.require_live_id(body.session_id)
-        req = ExecRequest(kind="repl", source=body.input, input=body.input, wait=body.wait)
+        req = ExecRequest(
+            kind="repl",
+            source=body.input,
+            input=body.input,
+            wait=body.wait,
+            timers=body.timers,
+            queue=body.queue,
+        )
         return self._check(await self.pipeline.submit(live, req))
 
     async def run_file(self, body: RunFileRequest) -> ExecOutcome:
@@ -69,7 +76,13 @@ class ExecutionService:
         source = read_worktree_file(live.worktree, path, session_id=live.id)
         _check_source(source, f"file {path!r}")
         req = ExecRequest(
-            kind="run_file", source=source, path=path, args=body.args, env=body.env, wait=body.wait
+            kind="run_file",
+            source=source,
+            path=path,
+            args=body.args,
+            env=body.env,
+            wait=body.wait,
+            queue=body.queue,
         )
         return self._check(await self.pipeline.submit(live, req))
 

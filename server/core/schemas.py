@@ -81,10 +81,25 @@ class SessionCreate(Strict):
     worktree_path: str
 
 
+class SessionFork(Strict):
+    """Each field defaults to the parent's (API.md §11)."""
+
+    worktree_path: str | None = None
+    workspace_id: str | None = None
+    base_commit_oid: str | None = None
+
+
+class CompleteRequest(Strict):
+    input: str
+    cursor: int | None = Field(default=None, ge=0, le=MAX_INT)
+
+
 class ReplRequest(Strict):
     session_id: str
     input: str
     wait: bool = True
+    timers: Literal["wait", "background"] = "wait"
+    queue: bool = False
 
 
 class RunFileRequest(Strict):
@@ -93,6 +108,7 @@ class RunFileRequest(Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     wait: bool = True
+    queue: bool = False
 
 
 # ------------------------------------------------------------------ responses
@@ -185,7 +201,7 @@ class EventOut(BaseModel):
 class ExecutionOut(BaseModel):
     id: str
     session_id: str
-    kind: Literal["startup", "repl", "run_file"]
+    kind: Literal["startup", "repl", "run_file", "background"]
     input: str | None = None
     path: str | None = None
     args: dict[str, Any]
@@ -196,6 +212,17 @@ class ExecutionOut(BaseModel):
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     metrics: dict[str, Any]
+
+
+class Candidate(BaseModel):
+    name: str
+    kind: Literal["variable", "function", "class", "property", "keyword"]
+
+
+class CompletionsOut(BaseModel):
+    from_: int = Field(alias="from")
+    to: int
+    candidates: list[Candidate]
 
 
 class ExecutionWithEvents(ExecutionOut):

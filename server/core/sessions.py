@@ -1,10 +1,13 @@
-"""Session service: the registry of live sessions, their start-up, reset, close and expiry."""
+"""Session service: the registry of live sessions and what the API does with them (create,
+fork, close, completion, expiry, shutdown). Each session's runtime is owned by its
+``LiveSession`` (``server/core/live.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -12,25 +15,20 @@ from typing import Any
 from server import errors
 from server.clock import now_iso
 from server.config import Settings
-from server.core.paths import check_worktree, read_worktree_file
-from server.core.schemas import SessionCreate
+from server.core.live import LiveSession, SessionContext
+from server.core.paths import check_worktree
+from server.core.schemas import SessionCreate, SessionFork
 from server.core.templates import TemplateService, parse_uuid
 from server.pipeline.bus import EventBus
-from server.pipeline.executions import ExecRequest, ExecutionPipeline, LiveSession
+from server.pipeline.executions import ExecutionPipeline
 from server.pipeline.writer import EventWriter
-from server.runtime import libraries, modules
-from server.runtime.supervisor import WorkerError, WorkerPool
+from server.runtime.supervisor import WorkerPool
 from server.store.store import Store
 
 log = logging.getLogger(__name__)
 
 SESSION_STATUSES = ("starting", "ready", "crashed", "closed")
-
-
-class StartupError(Exception):
-    def __init__(self, error: errors.DomainError) -> None:
-        super().__init__(error.message)
-        self.error = error
+MAX_COMPLETION_CONTEXT = 4096  # characters before the cursor that completion looks at
 
 
 class SessionService:
@@ -42,25 +40,24 @@ class SessionService:
         pool: WorkerPool,
         bus: EventBus,
         writer: EventWriter,
+        pipeline: ExecutionPipeline,
         settings: Settings,
     ) -> None:
         self.store = store
         self.templates = templates
-        self.pool = pool
-        self.bus = bus
-        self.writer = writer
         self.settings = settings
-        self.live: dict[str, LiveSession] = {}
-        self.pipeline = ExecutionPipeline(
-            store,
-            writer,
-            bus,
-            limits_for=self._limits_for,
-            reset=self._reset_locked,
-            cancel_grace_s=settings.cancel_grace_s,
+        self.pipeline = pipeline
+        self.ctx = SessionContext(
+            store=store,
+            templates=templates,
+            pool=pool,
+            bus=bus,
+            writer=writer,
+            pipeline=pipeline,
+            settings=settings,
         )
+        self.live = self.ctx.registry
         self._reaper: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ queries
 
@@ -69,6 +66,9 @@ class SessionService:
         live = self.live.get(session_id)
         if live is not None:
             return dict(live.row)
+        return await self._stored(session_id)
+
+    async def _stored(self, session_id: str) -> dict[str, Any]:
         row = await self.store.get_session(session_id=session_id)
         if row is None:
             raise errors.SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
@@ -88,9 +88,7 @@ class SessionService:
         live = self.live.get(session_id)
         if live is not None:
             return live
-        row = await self.store.get_session(session_id=session_id)
-        if row is None:
-            raise errors.SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
+        row = await self._stored(session_id)
         raise errors.SessionNotReady(
             f"session {session_id} is {row['status']}; executions need a ready session",
             session_id=session_id,
@@ -102,10 +100,28 @@ class SessionService:
         return {
             "active_sessions": len(active),
             "active_session_ids": active,
-            "running_executions": len(self.pipeline.running),
+            "running_executions": len(self.pipeline.running) + len(self.pipeline.backgrounds),
         }
 
     # ------------------------------------------------------------------ create
+
+    def _check_room(self) -> None:
+        cap = self.settings.max_sessions
+        if cap and len(self.live) >= cap:
+            raise errors.TooManySessions(
+                f"the server already runs its maximum of {cap} sessions; close one or raise --max-sessions",
+                max_sessions=cap,
+            )
+
+    async def _register(self, row: dict[str, Any], limits: dict[str, Any]) -> LiveSession:
+        live = LiveSession(self.ctx, row, limits)
+        self.live[live.id] = live
+        try:
+            await self.store.create_session(row=row)
+        except BaseException:
+            self.live.pop(live.id, None)
+            raise
+        return live
 
     async def create(self, body: SessionCreate) -> dict[str, Any]:
         for name in ("template_id", "workspace_id", "base_commit_oid", "worktree_path"):
@@ -114,14 +130,8 @@ class SessionService:
         template_id = parse_uuid(body.template_id, "template")
         worktree = check_worktree(body.worktree_path)
         detail = await self.templates.detail(template_id)
-        if self.settings.max_sessions and len(self.live) >= self.settings.max_sessions:
-            raise errors.TooManySessions(
-                f"the server already runs its maximum of {self.settings.max_sessions} sessions; "
-                "close one or raise --max-sessions",
-                max_sessions=self.settings.max_sessions,
-            )
+        self._check_room()
         tpl, settings = detail["template"], detail["settings"]
-        now = now_iso()
         row: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "vm_id": template_id,
@@ -129,7 +139,7 @@ class SessionService:
             "base_commit_oid": body.base_commit_oid.strip(),
             "worktree_path": worktree,
             "status": "starting",
-            "created_at": now,
+            "created_at": now_iso(),
             "closed_at": None,
             "last_error": None,
             "runtime_meta": {
@@ -142,170 +152,112 @@ class SessionService:
                 "startup_files": [f["path"] for f in detail["startup_files"]],
                 "worker_pid": None,
                 "resets": 0,
+                "rollbacks": 0,
             },
         }
-        live = LiveSession(
-            id=row["id"],
-            vm_id=template_id,
-            worktree=worktree,
-            row=row,
-            init_config={},
-            limits=settings["limits"],
-        )
-        self.live[live.id] = live
-        try:
-            await self.store.create_session(row=row)
-        except BaseException:
-            self.live.pop(live.id, None)
-            raise
+        live = await self._register(row, settings["limits"])
         async with live.lock:
-            try:
-                await self._boot(live, detail)
-            except StartupError as exc:
-                await self._crash(live, exc.error.message)
-                exc.error.details.setdefault("session_id", live.id)
-                raise exc.error from None
-            except errors.DomainError as exc:
-                await self._crash(live, exc.message)
-                exc.details.setdefault("session_id", live.id)
-                raise
-            except BaseException:
-                await self._crash(live, "session start-up was interrupted")
-                raise
-            # Still under the lock: a close waiting for start-up sees a settled status.
-            await self._set_status(live, "ready")
+            await self._settle_start(live, live.boot(detail))
         return dict(live.row)
 
-    async def _boot(self, live: LiveSession, detail: dict[str, Any]) -> None:
-        """Start a worker from the template and run its startup files (lock held)."""
-        tpl, settings = detail["template"], detail["settings"]
-        libs: list[tuple[str, str]] = []
-        for name in tpl["libraries"]:
-            info = libraries.find(name)
-            if info is None or not libraries.is_cached(self.settings.cache_dir, name):
-                raise StartupError(
-                    errors.LibraryUnavailable(
-                        f"library {name!r} is not in the local cache; run "
-                        f"`vm-system libs download {name}` on the server",
-                        name=name,
-                        session_id=live.id,
-                    )
-                )
-            libs.append((info.name, str(libraries.cache_path(self.settings.cache_dir, info))))
-        sources = [
-            (f["path"], read_worktree_file(live.worktree, f["path"], session_id=live.id))
-            for f in detail["startup_files"]
-        ]
-        live.init_config = {
-            "worktree": live.worktree,
-            "modules": modules.module_functions(tpl["exposed_modules"]),
-            "strict": bool(settings["runtime"].get("strict")),
-            "esm": bool(settings["runtime"].get("esm")),
-            "mem_mb": settings["limits"].get("mem_mb") or 0,
-            "libraries": libs,
-        }
-        await self._start_worker(live)
-        for path, source in sources:
-            outcome = await self.pipeline.submit(
-                live, ExecRequest(kind="startup", source=source, path=path), lock_held=True
+    async def _settle_start(self, live: LiveSession, start: Any) -> None:
+        """Run a start-up (lock held): ready when it succeeds, crashed with the reason when not."""
+        try:
+            await start
+        except errors.DomainError as exc:
+            await live.crash(exc.message)
+            exc.details.setdefault("session_id", live.id)
+            raise
+        except BaseException:
+            await live.crash("session start-up was interrupted")
+            raise
+        # Still under the lock: a close waiting for start-up sees a settled status.
+        try:
+            await live.set_status("ready")
+        except BaseException:
+            await live.crash("session start-up could not be recorded")
+            raise
+
+    # ------------------------------------------------------------------ fork
+
+    async def fork(self, raw_id: str, body: SessionFork) -> dict[str, Any]:
+        """A new session holding a copy of this one's state as of its checkpoint (API.md §11)."""
+        session_id = parse_uuid(raw_id, "session")
+        parent = self.live.get(session_id)
+        if parent is None or parent.closing or parent.row["status"] != "ready":
+            status = (
+                parent.row["status"] if parent is not None else (await self._stored(session_id))["status"]
             )
-            ex = outcome.execution
-            if outcome.failed_operation:
-                raise StartupError(errors.StoreError(outcome.failed_operation, session_id=live.id))
-            if ex["status"] != "ok":
-                reason = (ex.get("error") or {}).get("message", ex["status"])
-                raise StartupError(
-                    errors.StartupFailed(
-                        f"startup file {path!r} failed: {reason}",
-                        session_id=live.id,
-                        execution_id=ex["id"],
-                        path=path,
-                    )
-                )
-
-    async def _start_worker(self, live: LiveSession) -> None:
+            raise errors.SessionNotReady(
+                f"session {session_id} is {status}; only a ready session can be forked",
+                session_id=session_id,
+                status=status,
+            )
+        worktree = self._fork_worktree(parent, body.worktree_path)
+        self._check_room()
+        prow = parent.row
+        row: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "vm_id": prow["vm_id"],
+            "workspace_id": (body.workspace_id or "").strip() or prow["workspace_id"],
+            "base_commit_oid": (body.base_commit_oid or "").strip() or prow["base_commit_oid"],
+            "worktree_path": worktree,
+            "status": "starting",
+            "created_at": now_iso(),
+            "closed_at": None,
+            "last_error": None,
+            "runtime_meta": {**parent.meta, "worker_pid": None, "resets": 0, "rollbacks": 0},
+        }
+        config = {"worktree": worktree, "mem_mb": parent.limits.get("mem_mb") or 0}
+        # The fork is made from the checkpoint: an execution running in the parent is not
+        # waited for, and none of its effects are copied.
+        worker, last = await parent.fork_worker(config)
+        row["runtime_meta"]["forked_from"] = {"session_id": parent.id, "execution_id": last}
+        row["runtime_meta"]["worker_pid"] = worker.pid
         try:
-            worker = await self.pool.spawn()
-            await worker.init(live.init_config)
-        except WorkerError as exc:
-            cls = {
-                "LIBRARY_UNAVAILABLE": errors.LibraryUnavailable,
-                "STARTUP_FAILED": errors.StartupFailed,
-            }.get(exc.code, errors.Internal)
-            raise StartupError(cls(exc.message, session_id=live.id)) from None
-        worker.throttle = self.writer.wait_capacity
-        worker.on_exit = lambda w, live=live: self._on_worker_exit(live, w)
-        live.worker = worker
-        live.row["runtime_meta"] = {**live.row["runtime_meta"], "worker_pid": worker.pid}
+            live = await self._register(row, parent.limits)
+        except BaseException:
+            await worker.close()
+            raise
+        live.init_config = {**parent.init_config, "worktree": worktree}
+        live.adopt(worker)
+        async with live.lock:
+            await self._settle_start(live, _done())
+        return dict(live.row)
 
-    def _on_worker_exit(self, live: LiveSession, worker: Any) -> None:
-        """A worker died while idle (killed from outside): rebuild the session in place."""
-        if live.closing or live.worker is not worker or live.running is not None:
-            return
-        if live.row["status"] != "ready" or self.pipeline.shutting_down:
-            return
+    @staticmethod
+    def _fork_worktree(parent: LiveSession, raw: str | None) -> str:
+        """The parent's worktree or a directory inside it: a fork can narrow file access, never
+        widen it (its runtime inherits the parent's confinement)."""
+        if raw is None or not raw.strip():
+            return parent.worktree
+        worktree = check_worktree(raw)
+        root = os.path.realpath(parent.worktree)
+        real = os.path.realpath(worktree)
+        if real != root and not real.startswith(root + os.sep):
+            raise errors.InvalidPath(
+                f"worktree_path of a fork must be the parent's worktree or a directory inside it "
+                f"({parent.worktree}), got {raw!r}",
+                worktree_path=raw,
+                session_id=parent.id,
+            )
+        return real
 
-        async def rebuild() -> None:
-            async with live.lock:
-                if live.worker is worker and not live.closing:
-                    await self._reset_locked(live, "WORKER_CRASHED")
+    # ------------------------------------------------------------------ completion
 
-        self._spawn_background(rebuild())
+    async def complete(self, raw_id: str, text: str, cursor: int | None) -> dict[str, Any]:
+        live = await self.require_live_id(raw_id)
+        end = len(text) if cursor is None else cursor
+        if end < 0 or end > len(text):
+            raise errors.ValidationError(
+                f"cursor must be between 0 and {len(text)} (the input's length), got {end}"
+            )
+        # Only the text just before the cursor matters; offsets are given in the whole input.
+        skip = max(0, end - MAX_COMPLETION_CONTEXT)
+        found = await live.complete(text[skip:end], end - skip)
+        return {"from": found.start + skip, "to": found.end + skip, "candidates": found.candidates}
 
-    def _spawn_background(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _reset_locked(self, live: LiveSession, reason: str) -> bool:
-        """Kill the worker and rebuild the session from its template (lock held)."""
-        if live.worker is not None:
-            live.worker.kill()
-            live.worker = None
-        meta = live.row["runtime_meta"]
-        try:
-            detail = await self.templates.detail(live.vm_id)
-        except errors.TemplateNotFound:
-            detail = None
-        try:
-            if detail is None:
-                # Template deleted: rebuild from the snapshot taken when the session started.
-                await self._start_worker(live)
-            else:
-                await self._boot(live, detail)
-        except (StartupError, errors.DomainError) as exc:
-            message = exc.error.message if isinstance(exc, StartupError) else exc.message
-            await self._crash(live, f"runtime reset after {reason} failed: {message}")
-            return False
-        live.row["runtime_meta"] = {**live.row["runtime_meta"], "resets": meta.get("resets", 0) + 1}
-        with contextlib.suppress(errors.StoreError):
-            await self.store.update_session(session_id=live.id, runtime_meta=live.row["runtime_meta"])
-        self.bus.publish_session(dict(live.row))
-        log.info("session %s runtime reset after %s", live.id, reason)
-        return True
-
-    async def _limits_for(self, live: LiveSession) -> dict[str, Any]:
-        settings = await self.templates.settings(live.vm_id)
-        return dict(settings["limits"]) if settings is not None else dict(live.limits)
-
-    # ------------------------------------------------------------------ status changes
-
-    async def _set_status(self, live: LiveSession, status: str, **fields: Any) -> None:
-        live.row.update(status=status, **fields)
-        await self.store.update_session(
-            session_id=live.id, status=status, runtime_meta=live.row["runtime_meta"], **fields
-        )
-        self.bus.publish_session(dict(live.row))
-
-    async def _crash(self, live: LiveSession, message: str) -> None:
-        if live.worker is not None:
-            live.worker.kill()
-            live.worker = None
-        self.live.pop(live.id, None)
-        try:
-            await self._set_status(live, "crashed", last_error=message)
-        except errors.StoreError:
-            log.exception("could not mark session %s crashed", live.id)
+    # ------------------------------------------------------------------ close
 
     async def close(self, raw_id: str, *, reason: str | None = None) -> dict[str, Any]:
         session_id = parse_uuid(raw_id, "session")
@@ -315,30 +267,27 @@ class SessionService:
             running = live.running
             if running is not None:
                 await self.pipeline.cancel(running)
+            await live.end_background("CANCELLED")
             async with live.lock:
                 if self.live.get(session_id) is live:
-                    if live.worker is not None:
-                        live.worker.kill()
-                        live.worker = None
+                    live.kill()
                     self.live.pop(session_id, None)
                     fields: dict[str, Any] = {"closed_at": now_iso()}
                     if reason:
                         fields["last_error"] = reason
-                    await self._set_status(live, "closed", **fields)
+                    await live.set_status("closed", **fields)
                     return dict(live.row)
             # It crashed (or was closed) while we waited: settle the stored row below.
         return await self._close_row(session_id)
 
     async def _close_row(self, session_id: str) -> dict[str, Any]:
         """Close a session that has no live runtime (crashed, or a stale row): idempotent."""
-        row = await self.store.get_session(session_id=session_id)
-        if row is None:
-            raise errors.SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
+        row = await self._stored(session_id)
         if row["status"] != "closed":
             closing = {"status": "closed", "closed_at": now_iso()}
             await self.store.update_session(session_id=session_id, **closing)
             row.update(closing)
-            self.bus.publish_session(dict(row))
+            self.ctx.bus.publish_session(dict(row))
         return row
 
     # ------------------------------------------------------------------ lifecycle
@@ -356,8 +305,7 @@ class SessionService:
                 if live.running is None and not live.lock.locked() and now - live.last_used > timeout:
                     try:
                         await self.close(
-                            live.id,
-                            reason=f"closed after {timeout:g} s without executions (idle timeout)",
+                            live.id, reason=f"closed after {timeout:g} s without executions (idle timeout)"
                         )
                     except errors.DomainError:
                         log.exception("idle close of session %s failed", live.id)
@@ -373,17 +321,17 @@ class SessionService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self.pipeline.interrupt_all()
-        for task in list(self._background):
+        for task in list(self.ctx.background_tasks):
             task.cancel()
         for live in list(self.live.values()):
             live.closing = True
-            if live.worker is not None:
-                live.worker.kill()
-                live.worker = None
+            live.kill()
             try:
-                await self._set_status(
-                    live, "closed", closed_at=now_iso(), last_error="closed at server shutdown"
-                )
+                await live.set_status("closed", closed_at=now_iso(), last_error="closed at server shutdown")
             except errors.StoreError:
                 log.exception("could not close session %s at shutdown", live.id)
         self.live.clear()
+
+
+async def _done() -> None:
+    """A start-up with nothing left to do (a fork's worker is ready when it answers)."""

@@ -183,6 +183,20 @@ async def close_session(request: web.Request) -> web.Response:
     return json_response(await _svc(request).sessions.close(request.match_info["session_id"]))
 
 
+async def fork_session(request: web.Request) -> web.Response:
+    raw = await request.read()
+    body = decode_body(raw, s.SessionFork) if raw.strip() else s.SessionFork()  # the body is optional
+    return json_response(
+        await _svc(request).sessions.fork(request.match_info["session_id"], body), status=201
+    )
+
+
+async def complete_session(request: web.Request) -> web.Response:
+    body = await _body(request, s.CompleteRequest)
+    found = await _svc(request).sessions.complete(request.match_info["session_id"], body.input, body.cursor)
+    return json_response(found)
+
+
 # ---------------------------------------------------------------- executions
 
 
@@ -443,6 +457,31 @@ ROUTES: tuple[Route, ...] = (
         "Close a session (idempotent)",
         response=s.SessionOut,
         errors=("VALIDATION_ERROR", "SESSION_NOT_FOUND"),
+    ),
+    Route(
+        "POST",
+        "/api/v1/sessions/{session_id}/fork",
+        fork_session,
+        "Fork a session: a new one with a copy of its state as of its checkpoint",
+        body=s.SessionFork,
+        response=s.SessionOut,
+        status=201,
+        errors=(
+            *_BODY,
+            "SESSION_NOT_FOUND",
+            "SESSION_NOT_READY",
+            "INVALID_PATH",
+            "TOO_MANY_SESSIONS",
+        ),
+    ),
+    Route(
+        "POST",
+        "/api/v1/sessions/{session_id}/complete",
+        complete_session,
+        "Completions for the word at the cursor (never runs user code)",
+        body=s.CompleteRequest,
+        response=s.CompletionsOut,
+        errors=(*_BODY, "SESSION_NOT_FOUND", "SESSION_NOT_READY"),
     ),
     Route(
         "DELETE",

@@ -1,9 +1,10 @@
 """The one execution pipeline for startup, REPL and run-file executions.
 
 ready check and lock -> execution row -> run in the worker -> sequenced events (batched,
-persisted, then published) -> terminal event -> finalize. The three kinds differ only in the
-``ExecRequest`` they pass. Every persistence failure is reported to the caller, and an
-execution never stays ``running`` once its run has ended.
+persisted, then published) -> after a kill, the session continues from its checkpoint ->
+closing event -> finalize. The kinds differ only in the ``ExecRequest`` they pass. Every
+persistence failure is reported to the caller, and an execution never stays ``running`` once
+its run has ended.
 """
 
 from __future__ import annotations
@@ -12,54 +13,48 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from server import errors
 from server.clock import now_iso
-from server.events import EventBatch, EventTuple
+from server.events import EventTuple
+from server.pipeline.background import BackgroundExecution
 from server.pipeline.bus import EventBus
+from server.pipeline.finalizer import Ending, Finalizer
+from server.pipeline.recorder import Recorder
 from server.pipeline.writer import EventWriter
-from server.runtime.supervisor import RunResult, WorkerHandle
-from server.store.store import INTERRUPTED_EXECUTION, Store
+from server.runtime import protocol
+from server.runtime.handle import RunResult, WorkerHandle
+from server.store.store import Store
 
 log = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 0.2
-FINALIZE_RETRY_S = 0.5
-
-_LIMIT_TEXT = {
-    "CPU_LIMIT_EXCEEDED": ("timeout", "CPU time limit of {cpu_ms} ms exceeded"),
-    "WALL_LIMIT_EXCEEDED": ("timeout", "wall-clock limit of {wall_ms} ms exceeded"),
-    "OUTPUT_LIMIT_EXCEEDED": (
-        "error",
-        "output limit exceeded (max_events {max_events}, max_output_kb {max_output_kb}); "
-        "the execution was stopped",
-    ),
-    "CANCELLED": ("cancelled", "execution cancelled"),
-    "WORKER_CRASHED": ("error", "the session worker process died during the execution"),
-    "INTERRUPTED": ("error", INTERRUPTED_EXECUTION),
-}
+WAIT_FOR_REBUILD_S = 30.0  # a request waits at most this long (or its wall limit) for a rebuild
+BACKGROUND_CANCEL_S = 5.0
 
 
-@dataclass
-class LiveSession:
-    """A session with a worker process behind it (registry entry of the session service)."""
+class SessionRuntime(Protocol):
+    """What the pipeline needs of a live session (``server.core.live.LiveSession``)."""
 
     id: str
-    vm_id: str
-    worktree: str
     row: dict[str, Any]
-    init_config: dict[str, Any]
-    limits: dict[str, Any]  # snapshot, used if the template is deleted
-    worker: WorkerHandle | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    running: str | None = None
-    closing: bool = False
-    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock
+    running: str | None
+    closing: bool
+    last_used: float
+    worker: WorkerHandle | None
+    background: BackgroundExecution | None
+    limits: dict[str, Any]
+
+    async def current_limits(self) -> dict[str, Any]: ...
+
+    async def recover(self, reason: str, *, clear_background: bool = False) -> str: ...
+
+    async def cancel_background(self) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -71,6 +66,8 @@ class ExecRequest:
     args: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     wait: bool = True
+    timers: str = "wait"  # "background": the run ends when its value settles (API.md §12)
+    queue: bool = False  # wait for the session instead of answering SESSION_BUSY
 
 
 @dataclass
@@ -80,56 +77,6 @@ class ExecOutcome:
     failed_operation: str | None = None
 
 
-class Recorder:
-    """Sequences the events of one execution and hands them to the writer."""
-
-    def __init__(
-        self,
-        writer: EventWriter,
-        execution_id: str,
-        *,
-        keep: bool,
-        on_failure: Callable[[], None],
-    ) -> None:
-        self.writer = writer
-        self.execution_id = execution_id
-        self.seq = 0
-        self.kept: list[EventTuple] | None = [] if keep else None
-        self.failed = False
-        self._on_failure = on_failure
-
-    def on_batch(self, batch: EventBatch) -> None:
-        if self.failed or not batch:
-            return
-        n = len(batch)
-        base = self.writer.allocate(n)
-        seq0 = self.seq + 1
-        self.seq += n
-        eid = self.execution_id
-        rows = [(base + i, eid, seq0 + i, ts, typ, payload) for i, (ts, typ, payload) in enumerate(batch)]
-        self._submit(rows)
-
-    def already_stored(self, rows: list[EventTuple]) -> None:
-        """Count events committed before the run (the input echo, stored with the row)."""
-        self.seq += len(rows)
-        if self.kept is not None:
-            self.kept.extend(rows)
-
-    def add(self, typ: str, payload: dict[str, Any]) -> None:
-        self.on_batch([(now_iso(), typ, orjson.dumps(payload).decode())])
-
-    def _submit(self, rows: list[EventTuple]) -> None:
-        fut = self.writer.submit(rows)
-        fut.add_done_callback(self._check)
-        if self.kept is not None:
-            self.kept.extend(rows)
-
-    def _check(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is not None and not self.failed:
-            self.failed = True
-            self._on_failure()
-
-
 class ExecutionPipeline:
     def __init__(
         self,
@@ -137,42 +84,26 @@ class ExecutionPipeline:
         writer: EventWriter,
         bus: EventBus,
         *,
-        limits_for: Callable[[LiveSession], Awaitable[dict[str, Any]]],
-        reset: Callable[[LiveSession, str], Awaitable[bool]],
         cancel_grace_s: float = CANCEL_GRACE_S,
+        checkpoints: bool = True,
     ) -> None:
         self.store = store
         self.writer = writer
         self.bus = bus
-        self._limits_for = limits_for
-        self._reset = reset
+        self.finalizer = Finalizer(store, writer, bus)
         self.cancel_grace_s = cancel_grace_s
+        self.checkpoints = checkpoints
         # Running executions: their task and their session.
-        self.running: dict[str, tuple[asyncio.Task[ExecOutcome], LiveSession]] = {}
+        self.running: dict[str, tuple[asyncio.Task[ExecOutcome], SessionRuntime]] = {}
+        self.backgrounds: dict[str, SessionRuntime] = {}
         self.shutting_down = False
-        self._unfinalized: dict[str, dict[str, Any]] = {}
-        self._retry_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ entry
 
-    async def submit(self, live: LiveSession, req: ExecRequest, *, lock_held: bool = False) -> ExecOutcome:
+    async def submit(self, live: SessionRuntime, req: ExecRequest, *, lock_held: bool = False) -> ExecOutcome:
         """Start an execution; with ``req.wait`` returns once it has ended and is stored."""
         if not lock_held:
-            if self.shutting_down or live.row["status"] != "ready" or live.closing:
-                raise errors.SessionNotReady(
-                    f"session {live.id} is {live.row['status']}"
-                    + (" and closing" if live.closing else "")
-                    + "; executions need a ready session",
-                    session_id=live.id,
-                    status=live.row["status"],
-                )
-            if live.lock.locked():
-                raise errors.SessionBusy(
-                    f"session {live.id} is running another execution; wait for it or cancel it",
-                    session_id=live.id,
-                    running_execution_id=live.running,
-                )
-            await live.lock.acquire()  # uncontended: does not yield
+            await self._acquire(live, req)
         # Shielded: once the lock is taken, a caller that goes away (a closed WebSocket, a
         # dropped HTTP connection) no longer stops the start; an execution row that gets
         # committed always gets its run and its finalization.
@@ -182,12 +113,57 @@ class ExecutionPipeline:
             return ExecOutcome(dict(record), None)
         return await asyncio.shield(task)
 
+    def _check_ready(self, live: SessionRuntime) -> None:
+        if self.shutting_down or live.row["status"] != "ready" or live.closing:
+            raise errors.SessionNotReady(
+                f"session {live.id} is {live.row['status']}"
+                + (" and closing" if live.closing else "")
+                + "; executions need a ready session",
+                session_id=live.id,
+                status=live.row["status"],
+            )
+
+    async def _acquire(self, live: SessionRuntime, req: ExecRequest) -> None:
+        """Take the session's lock: at once, after the executions queued before this one
+        (``queue``), or after a rebuild in progress; otherwise the session is busy."""
+        self._check_ready(live)
+        if live.lock.locked():
+            if live.running is not None and not req.queue:
+                raise errors.SessionBusy(
+                    f"session {live.id} is running another execution; wait for it, cancel it, "
+                    'or send "queue": true to run after it',
+                    session_id=live.id,
+                    running_execution_id=live.running,
+                )
+            wall_s = (live.limits.get("wall_ms") or 0) / 1000
+            bound = None if req.queue else max(WAIT_FOR_REBUILD_S, wall_s + 5)
+            try:
+                await asyncio.wait_for(live.lock.acquire(), bound)
+            except TimeoutError:
+                raise errors.SessionBusy(
+                    f"session {live.id} is still being rebuilt; try again",
+                    session_id=live.id,
+                    running_execution_id=live.running,
+                ) from None
+        else:
+            await live.lock.acquire()  # uncontended: does not yield
+        try:
+            self._check_ready(live)  # it may have closed or crashed while we waited
+            worker = live.worker
+            if worker is None or not worker.alive:
+                # The worker died while idle and its rebuild has not run yet: do it now.
+                if await live.recover("WORKER_CRASHED") == "crashed":
+                    self._check_ready(live)
+        except BaseException:
+            live.lock.release()
+            raise
+
     async def _start(
-        self, live: LiveSession, req: ExecRequest, lock_held: bool
+        self, live: SessionRuntime, req: ExecRequest, lock_held: bool
     ) -> tuple[dict[str, Any], asyncio.Task[ExecOutcome]]:
         """Create the execution row (lock held) and launch its run."""
         try:
-            limits = await self._limits_for(live)
+            limits = await live.current_limits()
             record: dict[str, Any] = {
                 "id": str(uuid.uuid4()),
                 "session_id": live.id,
@@ -234,18 +210,23 @@ class ExecutionPipeline:
     async def cancel(self, execution_id: str) -> ExecOutcome | None:
         """Stop a running execution; returns its final state, or None if it is not running."""
         entry = self.running.get(execution_id)
-        if entry is None:
-            return None
-        task, live = entry
-        if live.worker is not None:
-            live.worker.cancel(execution_id, grace_s=self.cancel_grace_s)
-        return await asyncio.shield(task)
+        if entry is not None:
+            task, live = entry
+            if live.worker is not None:
+                live.worker.cancel(execution_id, grace_s=self.cancel_grace_s)
+            return await asyncio.shield(task)
+        owner = self.backgrounds.get(execution_id)
+        if owner is not None:
+            final = await owner.cancel_background()
+            if final is not None:
+                return ExecOutcome(final, None)
+        return None
 
     # ------------------------------------------------------------------ run
 
     async def _drive(
         self,
-        live: LiveSession,
+        live: SessionRuntime,
         record: dict[str, Any],
         req: ExecRequest,
         limits: dict[str, Any],
@@ -270,36 +251,19 @@ class ExecutionPipeline:
                 if live.worker is not None:
                     live.worker.kill()
                 result = RunResult(outcome=None, code="WORKER_CRASHED", killed=True)
-            status, result_payload, error, terminal = self._conclude(result, limits, rec)
-            # A startup file is never retried by a reset: the rebuild would run it again, and a
-            # file that cannot finish would loop for ever. Start-up fails instead.
+            recovery = None
+            # A startup file is never retried by a rebuild: the rebuild would run it again, and
+            # a file that cannot finish would loop for ever. Start-up fails instead.
             if result.killed and req.kind != "startup" and not live.closing and not self.shutting_down:
-                ok = await self._reset_safely(live, result.code or "WORKER_CRASHED")
-                note = (
-                    "; the session's runtime was reset and its state was lost"
-                    if ok
-                    else "; the session could not be rebuilt and is now crashed"
-                )
-                if terminal is not None and terminal[0] == "system":
-                    terminal[1]["message"] += note
-                    terminal[1]["reset"] = ok
-            if terminal is not None and not rec.failed:
-                rec.add(*terminal)
+                live.running = outer  # it is over: new requests now wait for the recovery
+                recovery = await self._recover(live, result.code or "WORKER_CRASHED")
+            ending = self._ending(result, limits, rec, recovery)
             metrics = {
                 "wall_ms": round((time.monotonic() - started) * 1000, 3),
                 "cpu_ms": result.cpu_ms,
-                "event_count": rec.seq,
                 "output_bytes": result.output_bytes,
             }
-            final = {
-                **record,
-                "status": status,
-                "ended_at": now_iso(),
-                "result": result_payload,
-                "error": error,
-                "metrics": metrics,
-            }
-            failed_op = await self._finalize(final, rec)
+            final, failed_op = await self.finalizer.finish(record, rec, ending, metrics)
             return ExecOutcome(final, rec.kept, failed_op)
         finally:
             live.running = outer
@@ -307,16 +271,16 @@ class ExecutionPipeline:
             if not lock_held:
                 live.lock.release()
 
-    async def _reset_safely(self, live: LiveSession, reason: str) -> bool:
+    async def _recover(self, live: SessionRuntime, reason: str) -> str:
         try:
-            return await self._reset(live, reason)
+            return await live.recover(reason, clear_background=reason == "BACKGROUND_KILLED")
         except Exception:  # noqa: BLE001 - a failed rebuild must not leave the execution open
             log.exception("session %s could not be rebuilt after %s", live.id, reason)
-            return False
+            return "crashed"
 
     async def _run(
         self,
-        live: LiveSession,
+        live: SessionRuntime,
         rec: Recorder,
         req: ExecRequest,
         limits: dict[str, Any],
@@ -325,88 +289,53 @@ class ExecutionPipeline:
         worker = live.worker
         if worker is None or not worker.alive:
             return RunResult(outcome=None, code="WORKER_CRASHED", killed=True)
-        spec = {
-            "exec_id": exec_id,
-            "kind": req.kind,
-            "source": req.source,
-            "filename": req.path or "<repl>",
-            "args": req.args,
-            "env": req.env,
-            "limits": limits,
-        }
+        spec = protocol.Run(
+            exec_id=exec_id,
+            kind=req.kind,
+            source=req.source,
+            filename=req.path or "<repl>",
+            limits=limits,
+            args=req.args,
+            env=req.env,
+            timers=req.timers if req.kind == "repl" else "wait",
+            checkpoint=self.checkpoints,
+        )
         return await worker.run(spec, rec.on_batch)
 
-    def _conclude(
-        self, result: RunResult, limits: dict[str, Any], rec: Recorder
-    ) -> tuple[str, Any, Any, tuple[str, dict[str, Any]] | None]:
-        """(status, result, error, terminal event) for a finished run."""
-        if rec.failed:
-            err = {"code": "INTERNAL", "message": "store failure: could not store events"}
-            return "error", None, err, None
+    def _ending(
+        self, result: RunResult, limits: dict[str, Any], rec: Recorder, recovery: str | None
+    ) -> Ending:
+        """How a finished run ends: its value or exception, or the limit that stopped it."""
         code = result.code
         if code is None and result.outcome is not None:
-            kind, payload = result.outcome
-            if kind == "value":
-                return "ok", payload, None, ("value", payload)
-            return "error", None, payload, ("exception", payload)
-        if self.shutting_down and code in ("WORKER_CRASHED", "CANCELLED", None):
-            code = "INTERRUPTED"
-        status, text = _LIMIT_TEXT.get(code or "WORKER_CRASHED", _LIMIT_TEXT["WORKER_CRASHED"])
-        message = text.format(
-            **{k: limits.get(k, 0) for k in ("cpu_ms", "wall_ms", "max_events", "max_output_kb")}
+            ending = Ending.from_outcome(result.outcome)
+        else:
+            if self.shutting_down and code in ("WORKER_CRASHED", "CANCELLED", None):
+                code = "INTERRUPTED"
+            ending = Ending.from_code(code or "WORKER_CRASHED", limits, recovery=recovery)
+        max_events = limits.get("max_events") or 0
+        if max_events and rec.seq + 1 > max_events:
+            # max_events counts every stored event, the closing one included (API.md §15): when
+            # even that one does not fit, the execution ends at the limit without it.
+            message = Ending.from_code("OUTPUT_LIMIT_EXCEEDED", limits).error
+            ending = Ending("error", None, message, None)
+        return ending
+
+    # ------------------------------------------------------------------ background executions
+
+    def background_execution(self, live: SessionRuntime, limits: dict[str, Any]) -> BackgroundExecution:
+        """The session's background execution, created when a run leaves timers behind."""
+        bg = BackgroundExecution(
+            session_id=live.id,
+            limits=limits,
+            store=self.store,
+            writer=self.writer,
+            bus=self.bus,
+            finalizer=self.finalizer,
         )
-        err = {"code": code or "WORKER_CRASHED", "message": message}
-        level = "warn" if status == "cancelled" else "error"
-        return (
-            status,
-            None,
-            err,
-            ("system", {"level": level, "message": message, "code": err["code"]}),
-        )
-
-    async def _finalize(self, final: dict[str, Any], rec: Recorder) -> str | None:
-        """Store the final record with the last events; returns the failed operation, if any."""
-        fin = {k: final[k] for k in ("id", "status", "ended_at", "result", "error", "metrics")}
-        failed_op = "store events" if rec.failed else None
-        try:
-            await self.writer.submit([], finalize=fin, publish=final)
-            return failed_op
-        except Exception:  # noqa: BLE001 - retried below with a minimal record
-            log.exception("finalize of execution %s failed; retrying", final["id"])
-        fallback = {
-            **fin,
-            "status": "error",
-            "result": None,
-            "error": {"code": "INTERNAL", "message": "store failure: could not finalize execution"},
-        }
-        final.update(fallback)
-        if not await self._write_final(final):
-            # Keep trying in the background so the row does not stay "running" once the store
-            # recovers; shutdown makes a last attempt (restart reconciliation is the backstop).
-            self._unfinalized[final["id"]] = final
-            if self._retry_task is None or self._retry_task.done():
-                self._retry_task = asyncio.create_task(self._retry_finalize(), name="finalize-retry")
-        return failed_op or "finalize execution"
-
-    async def _write_final(self, final: dict[str, Any]) -> bool:
-        """Store a fallback final record directly and announce it; False if the store failed."""
-        fin = {k: final[k] for k in ("id", "status", "ended_at", "result", "error", "metrics")}
-        try:
-            await self.store.write_batch(events=(), finalize=[fin])
-        except Exception:  # noqa: BLE001 - the caller decides whether to retry
-            log.exception("execution %s could not be finalized", fin["id"])
-            return False
-        self.bus.publish_execution(final)
-        return True
-
-    async def _retry_finalize(self) -> None:
-        delay = FINALIZE_RETRY_S
-        while self._unfinalized:
-            await asyncio.sleep(delay)
-            for exec_id, final in list(self._unfinalized.items()):
-                if await self._write_final(final):
-                    self._unfinalized.pop(exec_id, None)
-            delay = min(delay * 2, 30.0)
+        self.backgrounds[bg.id] = live
+        bg.ended.add_done_callback(lambda _f: self.backgrounds.pop(bg.id, None))
+        return bg
 
     # ------------------------------------------------------------------ shutdown
 
@@ -419,9 +348,11 @@ class ExecutionPipeline:
         tasks = [task for task, _live in self.running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=within_s)
+        for live in list(self.backgrounds.values()):
+            if live.background is not None:
+                live.background.finish_soon("INTERRUPTED")
+        ends = [live.background.ended for live in self.backgrounds.values() if live.background is not None]
+        if ends:
+            await asyncio.wait(ends, timeout=within_s)
         await self.writer.flush()
-        if self._retry_task is not None:
-            self._retry_task.cancel()
-        for exec_id, final in list(self._unfinalized.items()):
-            if await self._write_final(final):
-                self._unfinalized.pop(exec_id, None)
+        await self.finalizer.last_attempt()

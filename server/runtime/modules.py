@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -137,6 +138,7 @@ class ModuleHost:
         self._enabled = frozenset(normalize_module_name(n) for n in enabled)
         self._deadline = deadline
         self._db: sqlite3.Connection | None = None
+        self._db_target: str | None = None  # what configure() opened: a path or ":memory:"
         self._handlers: dict[tuple[str, str], Callable[..., Any]] = {
             ("fs", "readFileSync"): self._fs_read,
             ("fs", "writeFileSync"): self._fs_write,
@@ -168,6 +170,25 @@ class ModuleHost:
                 self._db.close()
             finally:
                 self._db = None
+                self._db_target = None
+
+    def after_fork(self, worktree: str) -> None:
+        """In a forked session's worker: stop sharing the parent's database connection.
+
+        An in-memory database is part of the copied memory and stays; a file database is opened
+        again (a SQLite connection must not be used by two processes), unless it lies outside
+        the new, possibly narrower, worktree.
+        """
+        self._root = os.path.realpath(worktree)
+        target = self._db_target
+        if self._db is None or target is None or target == ":memory:":
+            return
+        self._db = None  # the parent keeps using its handle: do not close it from here
+        inside = target == self._root or target.startswith(self._root + os.sep)
+        self._db_target = None
+        if inside:
+            with contextlib.suppress(sqlite3.Error):
+                self._open_db(target)
 
     def _dispatch(self, module: str, function: str, args_json: str) -> Any:
         if module not in self._enabled:
@@ -267,12 +288,16 @@ class ModuleHost:
                 )
         self.close()
         try:
-            # Autocommit: each exec() is durable at once, as with Go's database/sql.
-            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._open_db(target)
         except sqlite3.Error as exc:
             raise JsError(f"database.configure: cannot open {path!r}: {exc}") from exc
+
+    def _open_db(self, target: str) -> None:
+        # Autocommit: each exec() is durable at once, as with Go's database/sql.
+        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         conn.set_progress_handler(self._db_should_interrupt, 10_000)
         self._db = conn
+        self._db_target = target
 
     def _db_should_interrupt(self) -> int:
         limit = self._deadline()

@@ -1,10 +1,16 @@
 """The session worker: runs in a process forked by the zygote and hosts one QuickJS engine.
 
 Threads: the main thread owns the engine (QuickJS contexts are single-threaded) and runs one
-execution at a time; a reader thread owns the socket's receive side, turns ``cancel`` into a
-flag at once, flushes console events that have waited too long, and acts as the watchdog: when
-the main thread is stuck inside JavaScript past a limit or a cancel it tells the server, which
-kills this process and rebuilds the session.
+execution at a time, plus the session's background timers between and during executions; a
+reader thread owns the socket's receive side, turns ``Cancel`` into a flag at once, flushes
+console events that have waited too long, and acts as the watchdog: when the main thread is
+stuck inside JavaScript past a limit or a cancel it tells the server, which kills this process
+and continues the session from its checkpoint.
+
+Checkpoints: after each finished execution (and after start-up) the main thread forks a child
+that keeps a frozen copy of the whole runtime and waits on a channel of its own (see
+``server/runtime/checkpoint.py``). The server can promote it to be the session's worker after a
+kill, fork a new session from it, or ask it for completions.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import queue
 import resource
 import select
+import signal
 import socket
 import threading
 import time
@@ -24,6 +31,10 @@ from orjson import dumps
 
 from server.clock import now_iso
 from server.runtime import protocol
+from server.runtime.engine import BACKGROUND as BG_OWNER
+from server.runtime.engine import Outcome
+from server.runtime.limits import Stream
+from server.runtime.protocol import BACKGROUND, FOREGROUND
 
 FLUSH_EVENTS = 512  # flush at this many buffered events...
 FLUSH_AFTER_S = 0.001  # ...or when the oldest buffered event is this old
@@ -31,65 +42,35 @@ WATCH_INTERVAL_S = 0.002
 STUCK_GRACE_S = 0.05  # how long code may keep running after a cancel / output limit
 
 
-class _Skip(Exception):
-    """Internal: leave the run before starting any JavaScript."""
-
-
-class Run:
-    """Mutable state of the execution in progress (shared with the reader thread)."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        limits = spec.get("limits") or {}
-        self.exec_id: str = spec["exec_id"]
-        self.cpu_s = (limits.get("cpu_ms") or 0) / 1000
-        self.wall_s = (limits.get("wall_ms") or 0) / 1000
-        max_events = limits.get("max_events") or 0
-        reserved = (1 if spec.get("kind") == "repl" else 0) + 1  # echo + closing event
-        self.event_budget = max(0, max_events - reserved) if max_events else -1
-        self.byte_budget = (limits.get("max_output_kb") or 0) * 1024 or -1
-        self.events = 0
-        self.bytes = 0
-        self.start_wall = time.monotonic()
-        self.start_cpu = time.process_time()
-        self.deadline = self.start_wall + self.wall_s if self.wall_s else None
-        self.cancelled = False
-        self.cancel_at = 0.0
-        self.stop_code: str | None = None  # OUTPUT_LIMIT_EXCEEDED once the limit is hit
-        self.stop_at = 0.0
-        self.in_js = False
-        self.reported_stuck = False
-
-    def cpu_used(self) -> float:
-        return time.process_time() - self.start_cpu
-
-    def limit_code(self) -> str | None:
-        """The limit this run has passed, if any (checked by both threads)."""
-        if self.cancelled:
-            return "CANCELLED"
-        if self.stop_code:
-            return self.stop_code
-        if self.cpu_s and self.cpu_used() >= self.cpu_s:
-            return "CPU_LIMIT_EXCEEDED"
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return "WALL_LIMIT_EXCEEDED"
-        return None
-
-
 class Worker:
-    def __init__(self, sock: socket.socket, engine: Any) -> None:
-        self.sock = sock
+    def __init__(self, sock: socket.socket, ctl: socket.socket, engine: Any) -> None:
         self.engine = engine
+        self.modules: Any = None
+        self.worktree = "."
+        self.checkpoints = True
+        self._background_limits: dict[str, Any] = {}
+        self.background = Stream.background({})
+        self.background_active = False  # the server has a background execution running
+        self.dirty = False  # background callbacks ran since the last checkpoint
+        self.last_execution: str | None = None  # the last execution that finished here
+        self._checkpoint_pids: list[int] = []
+        self._attach(sock, ctl)
+
+    def _attach(self, sock: socket.socket, ctl: socket.socket) -> None:
+        """Fresh channels and thread state (a new worker, or a checkpoint being promoted)."""
+        self.sock = sock
+        self.ctl = ctl
         self.send_lock = threading.Lock()
         self.buf: list[tuple[str, str, str]] = []
+        self.buf_key = FOREGROUND
         self.buf_since = 0.0
         self.last_flush = 0.0
         self.commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.wake = threading.Event()
-        self.run: Run | None = None
-        self.modules: Any = None
-        self.worktree = "."
+        self.run: Stream | None = None  # the foreground run
+        self.active: Stream | None = None  # the stream whose JavaScript runs now
         # The reader sleeps in select() without a timeout while idle; a byte on this pipe wakes
-        # it when a run starts so it can begin watching.
+        # it when JavaScript starts so it can begin watching.
         self._wake_r, self._wake_w = os.pipe()
         # A cancel can overtake its run (the reader sees it before the main thread dequeues
         # the run); remember it so the run starts out cancelled.
@@ -105,33 +86,21 @@ class Worker:
 
     def flush(self) -> None:
         with self.send_lock:
-            if not self.buf:
-                return
-            batch, self.buf = self.buf, []
-            self.last_flush = time.monotonic()
-            self.sock.sendall(protocol.encode(("ev", batch)))
+            self._flush_locked()
 
-    # ------------------------------------------------------------- host callbacks
+    def _flush_locked(self) -> None:
+        if not self.buf:
+            return
+        batch, self.buf = self.buf, []
+        self.last_flush = time.monotonic()
+        self.sock.sendall(protocol.encode(protocol.Events(self.buf_key, batch)))
 
-    def console(self, level: str, text: str) -> str | None:
-        """Host callback for every console.* call: the hottest path in the worker."""
-        run = self.run
-        if run is None:
-            return None
-        if run.cancelled:
-            return "execution cancelled"
-        if run.stop_code:
-            return "output limit exceeded"
-        if run.event_budget >= 0 and run.events >= run.event_budget:
-            return self._output_limit(run, "max_events")
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
-        if run.byte_budget >= 0 and run.bytes + size > run.byte_budget:
-            return self._output_limit(run, "max_output_kb")
-        run.events += 1
-        run.bytes += size
-        event = (now_iso(), "console", dumps({"level": level, "text": text}).decode())
+    def _buffer(self, stream: Stream, event: tuple[str, str, str]) -> None:
         # The reader thread may swap the buffer out to flush it: append under the same lock.
         with self.send_lock:
+            if self.buf and self.buf_key != stream.key:
+                self._flush_locked()  # one batch holds one stream's events
+            self.buf_key = stream.key
             buf = self.buf
             buf.append(event)
             n = len(buf)
@@ -143,18 +112,37 @@ class Worker:
                 due = n >= FLUSH_EVENTS or (
                     n & 31 == 0 and time.monotonic() - self.buf_since >= FLUSH_AFTER_S
                 )
-        if due:
-            self.flush()
+            if due:
+                self._flush_locked()
+
+    # ------------------------------------------------------------- host callbacks
+
+    def console(self, level: str, text: str) -> str | None:
+        """Host callback for every plain console line: the hottest path in the worker."""
+        stream = self.active
+        if stream is None:
+            return None
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+        stop = stream.admit(size)
+        if stop is not None:
+            return stop
+        self._buffer(stream, (now_iso(), "console", dumps({"level": level, "text": text}).decode()))
         return None
 
-    def _output_limit(self, run: Run, which: str) -> str:
-        run.stop_code = "OUTPUT_LIMIT_EXCEEDED"
-        run.stop_at = time.monotonic()
-        return f"output limit exceeded ({which})"
+    def event(self, kind: str, payload_json: str) -> str | None:
+        """Host callback for structured events: tables, a cleared view, background exceptions."""
+        stream = self.active
+        if stream is None:
+            return None
+        stop = stream.admit(len(payload_json))
+        if stop is not None:
+            return stop
+        self._buffer(stream, (now_iso(), kind, payload_json))
+        return None
 
     def host_call(self, module: str, function: str, args_json: str) -> str:
-        run = self.run
-        if run is not None and run.cancelled:
+        stream = self.active
+        if stream is not None and stream.cancelled:
             return orjson.dumps({"error": {"name": "Error", "message": "execution cancelled"}}).decode()
         if self.modules is None:
             return orjson.dumps({"error": {"name": "Error", "message": f"Invalid module: {module}"}}).decode()
@@ -168,11 +156,10 @@ class Worker:
 
     def reader(self) -> None:
         while True:
-            run = self.run
-            timeout = WATCH_INTERVAL_S if run is not None else None
+            watching = self.active is not None
+            watched: list[Any] = [self.sock, self._wake_r]
             try:
-                watched: list[Any] = [self.sock, self._wake_r]
-                ready, _, _ = select.select(watched, [], [], timeout)
+                ready, _, _ = select.select(watched, [], [], WATCH_INTERVAL_S if watching else None)
             except (OSError, ValueError):
                 return
             if self._wake_r in ready:
@@ -180,42 +167,45 @@ class Worker:
                 continue
             if ready:
                 msg = protocol.recv_blocking(self.sock)
-                if msg is None or msg[0] == "shutdown":
+                if msg is None:
                     os._exit(0)  # the server closed our channel: nothing left to do
-                if msg[0] == "cancel":
-                    with self._cancel_lock:
-                        run = self.run
-                        if run is not None and run.exec_id == msg[1]:
-                            if not run.cancelled:
-                                run.cancel_at = time.monotonic()
-                                run.cancelled = True
-                                self.wake.set()
-                        else:
-                            self._early_cancel.add(msg[1])
-                    continue
-                self.commands.put(msg)
+                if isinstance(msg, protocol.Cancel):
+                    self._cancel(msg.exec_id)
+                else:
+                    self.commands.put(msg)
                 continue
-            run = self.run
-            if run is None:
-                continue
-            if self.buf and time.monotonic() - self.buf_since >= FLUSH_AFTER_S:
-                with contextlib.suppress(OSError):
-                    self.flush()
-            if run.in_js and not run.reported_stuck:
-                code = run.limit_code()
-                if code is None:
-                    continue
-                since = run.cancel_at if code == "CANCELLED" else run.stop_at
-                if code in ("CANCELLED", "OUTPUT_LIMIT_EXCEEDED") and (
-                    time.monotonic() - since < STUCK_GRACE_S
-                ):
-                    continue  # give the code a moment to stop at its next host call
-                run.reported_stuck = True
-                with contextlib.suppress(OSError):
-                    self.flush()
-                    self.send(("stuck", run.exec_id, code, round(run.cpu_used() * 1000, 3)))
+            self._watch()
 
-    # ------------------------------------------------------------- main thread
+    def _cancel(self, exec_id: str) -> None:
+        with self._cancel_lock:
+            run = self.run
+            if run is not None and run.exec_id == exec_id:
+                if not run.cancelled:
+                    run.cancel_at = time.monotonic()
+                    run.cancelled = True
+                    self.wake.set()
+            else:
+                self._early_cancel.add(exec_id)
+
+    def _watch(self) -> None:
+        if self.buf and time.monotonic() - self.buf_since >= FLUSH_AFTER_S:
+            with contextlib.suppress(OSError):
+                self.flush()
+        stream = self.active
+        if stream is None or not stream.in_js or stream.reported_stuck:
+            return
+        code = stream.limit_code()
+        if code is None:
+            return
+        since = stream.cancel_at if code == "CANCELLED" else stream.stop_at
+        if code in ("CANCELLED", "OUTPUT_LIMIT_EXCEEDED") and time.monotonic() - since < STUCK_GRACE_S:
+            return  # give the code a moment to stop at its next host call
+        stream.reported_stuck = True
+        with contextlib.suppress(OSError):
+            self.flush()
+            self.send(protocol.Stuck(stream.key, code, round(stream.cpu_used() * 1000, 3)))
+
+    # ------------------------------------------------------------- main thread: set-up
 
     def init(self, cfg: dict[str, Any]) -> None:
         from server.runtime.modules import ModuleHost
@@ -223,43 +213,41 @@ class Worker:
         self.worktree = cfg["worktree"]
         with contextlib.suppress(OSError):
             os.chdir(self.worktree)
+        self.checkpoints = bool(cfg.get("checkpoints", True))
         self.modules = ModuleHost(self.worktree, list(cfg["modules"]), self.deadline)
         eng = self.engine
-        eng.bind_host(console=self.console, host_call=self.host_call)
+        eng.bind_host(console=self.console, host_call=self.host_call, event=self.event)
         eng.configure(modules=cfg["modules"], strict=cfg["strict"], esm=cfg["esm"])
-        mem_mb = cfg.get("mem_mb") or 0
-        eng.set_memory_limit(mem_mb * 1024 * 1024 if mem_mb else 0)
-        _os_memory_backstop(mem_mb)
+        self.set_memory(cfg.get("mem_mb") or 0)
+        _os_memory_backstop(cfg.get("mem_mb") or 0)
         for name, path in cfg["libraries"]:
             try:
                 with open(path, encoding="utf-8") as fh:
                     source = fh.read()
             except OSError as exc:
-                return self.send(
-                    ("init_failed", {"code": "LIBRARY_UNAVAILABLE", "message": f"{name}: {exc}"})
-                )
+                return self.send(protocol.InitFailed("LIBRARY_UNAVAILABLE", f"{name}: {exc.strerror}"))
             exc_payload = eng.load_library(source, f"{name}.js")
             if exc_payload is not None:
+                reason = exc_payload.get("message")
                 return self.send(
-                    (
-                        "init_failed",
-                        {
-                            "code": "STARTUP_FAILED",
-                            "message": f"library {name} failed to load: {exc_payload.get('message')}",
-                        },
-                    )
+                    protocol.InitFailed("STARTUP_FAILED", f"library {name} failed to load: {reason}")
                 )
-        self.send(("ready", os.getpid()))
+        self.send(protocol.Ready(os.getpid()))
+        self.checkpoint()
 
-    def set_limits(self, mem_mb: int) -> None:
+    def set_memory(self, mem_mb: int) -> None:
         self.engine.set_memory_limit(mem_mb * 1024 * 1024 if mem_mb else 0)
 
-    def execute(self, spec: dict[str, Any]) -> None:
+    # ------------------------------------------------------------- main thread: executions
+
+    def execute(self, spec: protocol.Run) -> None:
         eng = self.engine
-        run = Run(spec)
+        if self.dirty:
+            self.checkpoint()  # background callbacks changed the state: keep it as it is now
+        run = Stream.foreground(spec.exec_id, spec.kind, spec.limits)
         self.wake.clear()
-        if "mem_mb" in (spec.get("limits") or {}):
-            self.set_limits(spec["limits"]["mem_mb"] or 0)
+        if "mem_mb" in spec.limits:
+            self.set_memory(spec.limits["mem_mb"] or 0)
         with self._cancel_lock:
             self.run = run
             if self._early_cancel:
@@ -267,77 +255,200 @@ class Worker:
                     run.cancelled = True
                     run.cancel_at = time.monotonic()
                 self._early_cancel.clear()
-        os.write(self._wake_w, b"!")
-        outcome: Any = None
+        outcome: Outcome | None = None
         code: str | None = None
         try:
             if run.cancelled:  # cancelled before it began: do not start the code at all
                 code = "CANCELLED"
-                raise _Skip
-            run.in_js = True
-            eng.start(
-                kind=spec["kind"],
-                source=spec["source"],
-                filename=spec.get("filename") or "<repl>",
-                args=spec.get("args") or {},
-                env=spec.get("env") or {},
-            )
-            res = eng.poll()
-            run.in_js = False
-            while True:
-                if isinstance(res, tuple):  # an Outcome: the code finished
-                    code = "CANCELLED" if run.cancelled else run.stop_code
-                    if code is None:
-                        outcome = res
-                    break
-                code = run.limit_code()
-                if code is not None:
-                    break  # a limit or a cancel: stopped in place, between JS calls
-                wait = res
-                if run.deadline is not None:
-                    left = max(0.0, run.deadline - time.monotonic())
-                    wait = left if wait is None else min(wait, left)
-                if wait is None or wait > 0:
-                    self.wake.wait(wait)
-                    self.wake.clear()
-                    if run.cancelled or (run.deadline is not None and time.monotonic() >= run.deadline):
-                        continue
-                run.in_js = True
-                eng.run_due_timers()
-                res = eng.poll()
-                run.in_js = False
-        except _Skip:
-            pass
+            else:
+                self._enter(run)
+                eng.start(
+                    kind=spec.kind,
+                    source=spec.source,
+                    filename=spec.filename,
+                    args=spec.args,
+                    env=spec.env,
+                    background=spec.timers == "background",
+                    budget=run.remaining(),
+                )
+                res = eng.poll(run.remaining())
+                self._leave(run)
+                outcome, code = self._drive(run, res)
         finally:
-            run.in_js = False
+            self._leave(run)
             if code is not None or outcome is None:
-                with contextlib.suppress(Exception):
-                    eng.clear()
+                eng.clear_foreground()
+            elif spec.timers == "background":
+                eng.adopt_background()
             self.run = None
+        if outcome is not None:
+            run.bytes += len(dumps(outcome.payload))  # values count against max_output_kb
         self.flush()
+        left = eng.background_count()
+        if left:
+            self.background_active = True
         self.send(
-            (
-                "done",
+            protocol.Done(
                 run.exec_id,
-                {
-                    "outcome": None if outcome is None else (outcome[0], outcome[1]),
-                    "code": code,
-                    "cpu_ms": round(run.cpu_used() * 1000, 3),
-                    "wall_ms": round((time.monotonic() - run.start_wall) * 1000, 3),
-                    "output_bytes": run.bytes,
-                },
+                None if outcome is None else (outcome.kind, outcome.payload),
+                code,
+                round(run.cpu_used() * 1000, 3),
+                run.bytes,
+                left,
             )
         )
+        self.last_execution = run.exec_id
+        if spec.checkpoint:
+            self.checkpoint()
+
+    def _drive(self, run: Stream, res: Outcome | float | None) -> tuple[Outcome | None, str | None]:
+        """Run timers and promise jobs until the execution finishes or a limit stops it."""
+        eng = self.engine
+        while True:
+            if isinstance(res, Outcome):  # the code finished
+                code = "CANCELLED" if run.cancelled else run.stop_code
+                return (res if code is None else None), code
+            code = run.limit_code()
+            if code is not None:
+                return None, code  # a limit or a cancel: stopped in place, between JS calls
+            wait = res
+            if run.deadline is not None:
+                left = max(0.0, run.deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            if wait is None or wait > 0:
+                self.wake.wait(wait)
+                self.wake.clear()
+                if run.cancelled or (run.deadline is not None and time.monotonic() >= run.deadline):
+                    continue
+            self._run_due_timers()
+            self._enter(run)
+            res = eng.poll(run.remaining())
+            self._leave(run)
+
+    def _enter(self, stream: Stream) -> None:
+        if self.active is not None and self.active is not stream:
+            self.active.leave()
+        self.active = stream
+        stream.enter()
+        if stream.cpu_s or stream.deadline is not None or stream.cancelled or stream.key == BACKGROUND:
+            os.write(self._wake_w, b"!")  # the watchdog starts watching this stream
+
+    def _leave(self, stream: Stream) -> None:
+        stream.leave()
+        if self.active is stream:
+            self.active = None
+
+    # ------------------------------------------------------------- main thread: timers
+
+    def _run_due_timers(self) -> None:
+        """Run every timer due now, each charged to its owner's stream."""
+        eng = self.engine
+        while True:
+            owner = eng.next_timer_owner()
+            if owner < 0:
+                break
+            stream = self.background if owner == BG_OWNER or self.run is None else self.run
+            if stream.key == BACKGROUND:
+                stream.new_callback()
+            self._enter(stream)
+            eng.run_timer()
+            self._leave(stream)
+            if stream.key == BACKGROUND:
+                self.dirty = True
+                self._background_failure()
+                if stream.stop_code is not None:
+                    self.end_background(stream.stop_code)
+                    break
+        if self.background_active and eng.background_count() == 0:
+            self.end_background(None)
+
+    def _background_failure(self) -> None:
+        failed = self.engine.take_failure()  # e.g. out of memory inside a callback's jobs
+        if failed is not None:
+            self._enter(self.background)
+            self.event("exception", dumps(failed.payload).decode())
+            self._leave(self.background)
+
+    def end_background(self, code: str | None) -> None:
+        """The background timers are done (code None) or stopped: tell the server."""
+        self.engine.clear_background()
+        stream = self.background
+        self.flush()
+        if self.background_active:
+            self.send(protocol.BackgroundEnded(code, round(stream.cpu_used() * 1000, 3), stream.bytes))
+        self.background_active = False
+        self.background = Stream.background(self._background_limits)
+
+    def set_background(self, limits: dict[str, Any]) -> None:
+        self._background_limits = dict(limits)
+        fresh = Stream.background(limits)
+        fresh.events, fresh.bytes = self.background.events, self.background.bytes
+        self.background = fresh
+
+    # ------------------------------------------------------------- checkpoints
+
+    def checkpoint(self) -> None:
+        """Fork a frozen copy of this runtime and hand its channel to the server."""
+        if not self.checkpoints:
+            return
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The reader thread holds neither lock while we fork, so the child inherits them free.
+        with self.send_lock, self._cancel_lock:
+            self._flush_locked()
+            pid = os.fork()
+        if pid == 0:
+            from server.runtime.checkpoint import become_checkpoint
+
+            mine.close()
+            become_checkpoint(self, theirs)  # never returns
+        theirs.close()
+        try:
+            done = protocol.Checkpointed(pid, self.last_execution)
+            protocol.send_packet(self.ctl, done, [mine.fileno()])
+            self.send(done)
+        finally:
+            mine.close()
+        self._checkpoint_pids.append(pid)
+        self._reap_checkpoints()
+        self.dirty = False
+
+    def _reap_checkpoints(self) -> None:
+        """Collect checkpoints the server has discarded (they exit when it closes their channel)."""
+        alive = []
+        for pid in self._checkpoint_pids:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done == 0:
+                alive.append(pid)
+        self._checkpoint_pids = alive
+
+    # ------------------------------------------------------------- main loop
 
     def serve(self) -> int:
         threading.Thread(target=self.reader, name="worker-reader", daemon=True).start()
+        eng = self.engine
         while True:
-            msg = self.commands.get()
-            op = msg[0]
-            if op == "run":
-                self.execute(msg[1])
-            elif op == "init":
-                self.init(msg[1])
+            timeout = eng.next_due() if self.background_active else None
+            try:
+                if timeout is not None and timeout <= 0:
+                    msg = self.commands.get_nowait()
+                else:
+                    msg = self.commands.get(timeout=timeout)
+            except queue.Empty:
+                self._run_due_timers()
+                self._reap_checkpoints()
+                continue
+            if isinstance(msg, protocol.Run):
+                self.execute(msg)
+            elif isinstance(msg, protocol.Init):
+                self.init(msg.config)
+            elif isinstance(msg, protocol.SetBackground):
+                self.set_background(msg.limits)
+            elif isinstance(msg, protocol.CancelBackground):
+                self.background_active = self.background_active or eng.background_count() > 0
+                self.end_background("CANCELLED")
 
 
 def _os_memory_backstop(mem_mb: int) -> None:
@@ -355,7 +466,10 @@ def _os_memory_backstop(mem_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
-def worker_main(fd: int, engine: Any) -> int:
-    sock = socket.socket(fileno=fd)
+def worker_main(main_fd: int, ctl_fd: int, engine: Any) -> int:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    sock = socket.socket(fileno=main_fd)
     sock.setblocking(True)
-    return Worker(sock, engine).serve()
+    ctl = socket.socket(fileno=ctl_fd)
+    ctl.setblocking(True)
+    return Worker(sock, ctl, engine).serve()

@@ -1,8 +1,8 @@
 """The fork server: a small process that holds a warm QuickJS engine and forks session workers.
 
 Started once per server with ``python -m server.runtime.zygote FD``. It never runs user code
-itself. Requests arrive on the control socket as ``("spawn", ...)`` with the worker's end of a
-socketpair attached (SCM_RIGHTS); the zygote forks, the child becomes the session worker and
+itself. Requests arrive on the control socket as ``("spawn", ...)`` with the worker's ends of its
+main and control channels attached (SCM_RIGHTS); the zygote forks, the child becomes the session worker and
 the zygote answers with the child's pid. Both the zygote and its children ask the kernel to
 kill them when their parent dies, so no worker outlives the server, even after SIGKILL.
 """
@@ -19,21 +19,29 @@ import sys
 from server.runtime import protocol
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, arg: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: best effort only
+        pass
 
 
 def die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: best effort only
-        pass
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def main(control_fd: int) -> None:
     die_with_parent()
     parent = os.getppid()
     # Children are reaped by the kernel; the server notices a dead worker by EOF on its socket.
+    # Checkpoints are children of workers; when their worker dies they are adopted here (not by
+    # the machine's init) and reaped the same way.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Everything a worker imports is imported here, once, before forking: a new session then
     # pays for none of it and the pages stay shared between workers.
@@ -54,7 +62,7 @@ def main(control_fd: int) -> None:
         if not msg:
             return  # server went away
         request = protocol.decode(msg[protocol.HEADER.size :])
-        if request[0] != "spawn" or not fds:
+        if request[0] != "spawn" or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
             continue
@@ -71,7 +79,7 @@ def main(control_fd: int) -> None:
                 # session cannot add latency to everyone else's requests.
                 with contextlib.suppress(OSError, AttributeError):
                     os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-                code = worker_main(fds[0], engine)
+                code = worker_main(fds[0], fds[1], engine)
             except BaseException:  # noqa: BLE001 - a worker must never return into the loop
                 import traceback
 

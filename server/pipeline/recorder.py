@@ -1,0 +1,79 @@
+"""Sequencing the events of one execution: seq numbers, global ids, hand-off to the writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from server.clock import now_iso
+from server.events import EventBatch, EventTuple
+from server.pipeline.writer import EventWriter
+
+
+class Recorder:
+    """Sequences the events of one execution and hands them to the writer.
+
+    A recorder created ``held`` keeps what it is given until ``release()``: the background
+    execution's first events can arrive before its row is committed, and an event row must
+    never be written before its execution row.
+    """
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        execution_id: str,
+        *,
+        keep: bool,
+        on_failure: Callable[[], None],
+        held: bool = False,
+    ) -> None:
+        self.writer = writer
+        self.execution_id = execution_id
+        self.seq = 0
+        self.kept: list[EventTuple] | None = [] if keep else None
+        self.failed = False
+        self._on_failure = on_failure
+        self._held: list[EventBatch] | None = [] if held else None
+
+    def on_batch(self, batch: EventBatch) -> None:
+        if self.failed or not batch:
+            return
+        if self._held is not None:
+            self._held.append(batch)
+            return
+        n = len(batch)
+        base = self.writer.allocate(n)
+        seq0 = self.seq + 1
+        self.seq += n
+        eid = self.execution_id
+        rows = [(base + i, eid, seq0 + i, ts, typ, payload) for i, (ts, typ, payload) in enumerate(batch)]
+        self._submit(rows)
+
+    def release(self) -> None:
+        """The execution row is committed: write what was held, and everything from now on."""
+        held, self._held = self._held or [], None
+        for batch in held:
+            self.on_batch(batch)
+
+    def already_stored(self, rows: list[EventTuple]) -> None:
+        """Count events committed before the run (the input echo, stored with the row)."""
+        self.seq += len(rows)
+        if self.kept is not None:
+            self.kept.extend(rows)
+
+    def add(self, typ: str, payload: dict[str, Any]) -> None:
+        self.on_batch([(now_iso(), typ, orjson.dumps(payload).decode())])
+
+    def _submit(self, rows: list[EventTuple]) -> None:
+        fut = self.writer.submit(rows)
+        fut.add_done_callback(self._check)
+        if self.kept is not None:
+            self.kept.extend(rows)
+
+    def _check(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None and not self.failed:
+            self.failed = True
+            self._on_failure()
