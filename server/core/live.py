@@ -291,8 +291,8 @@ class LiveSession(BackgroundListener):
     async def fork_worker(self, config: dict[str, Any]) -> tuple[WorkerHandle, str | None]:
         """A new worker from this session's checkpoint, and the execution it reflects."""
         worker = self.worker
-        ckpt = worker.checkpoint if worker is not None else None
-        if ckpt is None or not ckpt.usable:
+        ckpt = await worker.current_checkpoint() if worker is not None else None
+        if ckpt is None:
             raise errors.SessionNotReady(
                 f"session {self.id} has no checkpoint to fork from (checkpoints are off, or it is "
                 "being rebuilt); try again",

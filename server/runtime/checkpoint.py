@@ -79,9 +79,8 @@ def _promote(worker: Worker, main: socket.socket, ctl: socket.socket, msg: proto
     its control channel)."""
     main.setblocking(True)
     ctl.setblocking(True)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     worker._attach(main, ctl)
-    worker._checkpoint_pids = []  # the old worker's checkpoints were its children, not ours
+    worker._checkpoint_pids = set()  # the old worker's checkpoints were its children, not ours
     if msg.background_limits is not None:
         worker.set_background(msg.background_limits)
     if msg.clear_background:
@@ -94,9 +93,8 @@ def _forked(worker: Worker, main: socket.socket, ctl: socket.socket, config: dic
     """Become the worker of a new session that starts with a copy of this state."""
     main.setblocking(True)
     ctl.setblocking(True)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     worker._attach(main, ctl)
-    worker._checkpoint_pids = []
+    worker._checkpoint_pids = set()
     # A forked session starts with no background work of the parent's (and no history).
     worker.engine.clear_background()
     worker.background_active = False

@@ -97,6 +97,9 @@ class WorkerHandle:
         self.on_exit: Callable[[WorkerHandle], None] | None = None
         # The watchdog reported a background callback spinning past its limit (code, cpu_ms).
         self.background_stuck: tuple[str, float] | None = None
+        # The last execution that finished in this worker; its checkpoint follows just after.
+        self.last_finished: str | None = None
+        self._checkpointed = asyncio.Event()
         self._on_gone = on_gone
         self._on_checkpoint = on_checkpoint
         self._reader: asyncio.StreamReader | None = None
@@ -248,6 +251,7 @@ class WorkerHandle:
             if msg.background:
                 # Before the run's result: the timers' first events may follow at once.
                 self.listener.on_background_start(pending.limits if pending is not None else {})
+            self.last_finished = msg.exec_id
             if pending is not None and pending.exec_id == msg.exec_id and not pending.future.done():
                 pending.future.set_result(
                     RunResult(
@@ -289,6 +293,25 @@ class WorkerHandle:
         if old is not None:
             old.close()
         self._on_checkpoint(ckpt)
+        self._checkpointed.set()
+
+    async def current_checkpoint(self, *, within_s: float = 10.0) -> CheckpointHandle | None:
+        """The checkpoint of the state after the last finished execution.
+
+        A checkpoint is forked just after an execution has answered, so for a moment the latest
+        one can be older; this waits for the one that is on its way (None if none comes)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while self.alive:
+            ckpt = self.checkpoint
+            if ckpt is not None and ckpt.usable and ckpt.execution_id == self.last_finished:
+                return ckpt
+            self._checkpointed.clear()
+            try:
+                await asyncio.wait_for(self._checkpointed.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return None
+        return None
 
     def _gone(self) -> None:
         was_alive = self.alive

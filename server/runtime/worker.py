@@ -53,7 +53,7 @@ class Worker:
         self.background_active = False  # the server has a background execution running
         self.dirty = False  # background callbacks ran since the last checkpoint
         self.last_execution: str | None = None  # the last execution that finished here
-        self._checkpoint_pids: list[int] = []
+        self._checkpoint_pids: set[int] = set()
         self._attach(sock, ctl)
 
     def _attach(self, sock: socket.socket, ctl: socket.socket) -> None:
@@ -408,25 +408,26 @@ class Worker:
             self.send(done)
         finally:
             mine.close()
-        self._checkpoint_pids.append(pid)
-        self._reap_checkpoints()
+        self._checkpoint_pids.add(pid)
         self.dirty = False
 
-    def _reap_checkpoints(self) -> None:
-        """Collect checkpoints the server has discarded (they exit when it closes their channel)."""
-        alive = []
-        for pid in self._checkpoint_pids:
+    def _reap_checkpoints(self, *_: Any) -> None:
+        """SIGCHLD: collect checkpoints that exited (the server discarded them, or killed them).
+
+        Only our checkpoints' pids are waited for: the exec module waits for its own children.
+        """
+        for pid in list(self._checkpoint_pids):
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                continue
-            if done == 0:
-                alive.append(pid)
-        self._checkpoint_pids = alive
+                done = pid
+            if done:
+                self._checkpoint_pids.discard(pid)
 
     # ------------------------------------------------------------- main loop
 
     def serve(self) -> int:
+        signal.signal(signal.SIGCHLD, self._reap_checkpoints)
         threading.Thread(target=self.reader, name="worker-reader", daemon=True).start()
         eng = self.engine
         while True:
@@ -438,7 +439,6 @@ class Worker:
                     msg = self.commands.get(timeout=timeout)
             except queue.Empty:
                 self._run_due_timers()
-                self._reap_checkpoints()
                 continue
             if isinstance(msg, protocol.Run):
                 self.execute(msg)
