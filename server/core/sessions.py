@@ -33,6 +33,11 @@ class StartupError(Exception):
         self.error = error
 
 
+def library_unavailable(explanation: str, **details: Any) -> errors.LibraryUnavailable:
+    """LIBRARY_UNAVAILABLE in the original's words, then why (also the session's last_error)."""
+    return errors.LibraryUnavailable(f"failed to load libraries: {explanation}", **details)
+
+
 class SessionService:
     def __init__(
         self,
@@ -184,7 +189,7 @@ class SessionService:
             info = libraries.find(name)
             if info is None or not libraries.is_cached(self.settings.cache_dir, name):
                 raise StartupError(
-                    errors.LibraryUnavailable(
+                    library_unavailable(
                         f"library {name!r} is not in the local cache; run "
                         f"`vm-system libs download {name}` on the server",
                         name=name,
@@ -228,10 +233,9 @@ class SessionService:
             worker = await self.pool.spawn()
             await worker.init(live.init_config)
         except WorkerError as exc:
-            cls = {
-                "LIBRARY_UNAVAILABLE": errors.LibraryUnavailable,
-                "STARTUP_FAILED": errors.StartupFailed,
-            }.get(exc.code, errors.Internal)
+            if exc.code == "LIBRARY_UNAVAILABLE":  # the file went away after the cache check
+                raise StartupError(library_unavailable(exc.message, session_id=live.id)) from None
+            cls = errors.StartupFailed if exc.code == "STARTUP_FAILED" else errors.Internal
             raise StartupError(cls(exc.message, session_id=live.id)) from None
         worker.throttle = self.writer.wait_capacity
         worker.on_exit = lambda w, live=live: self._on_worker_exit(live, w)

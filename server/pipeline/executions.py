@@ -271,6 +271,16 @@ class ExecutionPipeline:
                     live.worker.kill()
                 result = RunResult(outcome=None, code="WORKER_CRASHED", killed=True)
             status, result_payload, error, terminal = self._conclude(result, limits, rec)
+            max_events = limits.get("max_events") or 0
+            if terminal is not None and max_events and rec.seq >= max_events:
+                # The last slot is kept for the terminal event, so this only happens when the
+                # events stored before the run fill the budget (a REPL's echo, max_events 1).
+                # The value or exception does not fit: the run is an output-limit stop, and
+                # nothing, not even the closing event, is stored past the limit.
+                if terminal[0] != "system":
+                    stop = RunResult(outcome=None, code="OUTPUT_LIMIT_EXCEEDED", killed=False)
+                    status, result_payload, error, _ = self._conclude(stop, limits, rec)
+                terminal = None
             # A startup file is never retried by a reset: the rebuild would run it again, and a
             # file that cannot finish would loop for ever. Start-up fails instead.
             if result.killed and req.kind != "startup" and not live.closing and not self.shutting_down:

@@ -234,7 +234,7 @@ class Worker:
             try:
                 with open(path, encoding="utf-8") as fh:
                     source = fh.read()
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:  # gone, unreadable, or not UTF-8 text
                 return self.send(
                     ("init_failed", {"code": "LIBRARY_UNAVAILABLE", "message": f"{name}: {exc}"})
                 )
