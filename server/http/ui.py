@@ -7,6 +7,7 @@ errors, in the same envelope).
 
 from __future__ import annotations
 
+import importlib.resources
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,9 +25,24 @@ from server.http.middleware import API_PREFIX
 from server.services import Services
 
 
-ROOT = Path(server.__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+def _ui_dir(name: str) -> Path:
+    """``static`` or ``templates``: package data in a wheel, the source tree's folder otherwise.
+
+    The folders live at the top of the repository; the build copies them into the package
+    (see setup.py), while an editable install or a checkout serves them where they are.
+    """
+    package = Path(str(importlib.resources.files(server)))
+    for candidate in (package / name, package.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(
+        f"the browser UI folder {name!r} is missing (looked in {package / name} and "
+        f"{package.parent / name}); reinstall vm-system"
+    )
+
+
+TEMPLATES_DIR = _ui_dir("templates")
+STATIC_DIR = _ui_dir("static")
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
