@@ -1,4 +1,16 @@
-# vm-system server image: slim Python, the package installed, SQLite data in a volume.
+# vm-system server image: the package built as a wheel and installed the ordinary way (not
+# editable), SQLite data and the library cache in a volume.
+
+# Stage 1: build the wheel (it carries static/ and templates/ as package data, see setup.py).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
+COPY server ./server
+COPY static ./static
+COPY templates ./templates
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+
+# Stage 2: install that wheel (with its dependencies) into a clean image; no source tree.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -6,17 +18,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VM_SYSTEM_DB=/data/vm-system.db \
     VM_SYSTEM_CACHE_DIR=/data/libraries
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY server ./server
-COPY static ./static
-COPY templates ./templates
-# Editable install keeps the top-level static/ and templates/ next to the package.
-RUN pip install --no-cache-dir -e . \
+COPY --from=build /dist /tmp/dist
+RUN pip install --no-cache-dir /tmp/dist/*.whl \
+    && rm -rf /tmp/dist \
     && useradd --create-home --uid 10001 vm \
     && mkdir -p /data && chown vm /data
 
 USER vm
+WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 3210
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:3210/api/v1/health').status != 200)"

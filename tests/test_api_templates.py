@@ -58,9 +58,9 @@ async def test_get_template_detail_with_default_settings(client, api):
 
 
 async def test_unsupported_engine_is_422_and_creates_nothing(client):
-    r = await client.post("/api/v1/templates", json={"name": "g", "engine": "goja"})
+    r = await client.post("/api/v1/templates", json={"name": "g", "engine": "v8"})
     err = await expect_error(r, 422, "ENGINE_UNSUPPORTED")
-    assert "goja" in err["message"]
+    assert "v8" in err["message"]
     assert await get_json(client, "/api/v1/templates") == []
 
 

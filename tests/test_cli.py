@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from server.app import create_app
 from server.cli import cli, is_incomplete
 from server.client import ApiError, VmClient
 from server.config import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 
 VM_SYSTEM = Path(sys.executable).parent / "vm-system"
 CLEAN_ENV = {"VM_SYSTEM_URL": None, "VM_SYSTEM_TOKEN": None, "VM_SYSTEM_CACHE_DIR": None}
@@ -222,7 +221,9 @@ def test_a_server_that_is_not_vm_system_is_reported_by_http_status() -> None:
     with StaticHttp({}) as other:
         result = run("--server-url", other.url, "session", "list")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: HTTP_404: the server answered HTTP 404: <h1>nope</h1>")
+    assert result.stderr.startswith(
+        "Error: api error (status=404): the server answered HTTP 404: <h1>nope</h1>"
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,7 +235,8 @@ def test_a_server_that_is_not_vm_system_is_reported_by_http_status() -> None:
         ["exec", "run-file", "sid", "a.js", "--args", "{bad json"],
         ["exec", "run-file", "sid", "a.js", "--env", "NOEQUALS"],
         ["session", "create", "--template-id", "x"],  # missing required options
-        ["exec", "list", "sid", "--limit", "0"],
+        ["template", "add-startup", "tid", "a.js", "--mode", "module"],  # only eval exists
+        ["template", "add-capability", "tid", "--name", "x", "--config", "[1]"],
         ["no-such-command"],
     ],
 )
@@ -293,7 +295,12 @@ def test_libs_download_then_list_and_cache_info(tmp_path: Path) -> None:
             "libs", "download", "lodash-4.17.21", "--cache-dir", str(cache), "--registry", registry.url
         )
         assert result.exit_code == 0, result.output
-        assert "lodash-4.17.21" in result.stdout and "downloaded" in result.stdout
+        assert result.stdout.splitlines() == [
+            f"Downloading libraries to: {cache}",
+            "",
+            "Cache info:",
+            f"  lodash-4.17.21: {len(source)} bytes ({cache / 'lodash-4.17.21.js'})",
+        ]
         again = run(
             "--json",
             "libs",
@@ -311,11 +318,19 @@ def test_libs_download_then_list_and_cache_info(tmp_path: Path) -> None:
     assert cached["lodash-4.17.21"] is True
     assert cached["dayjs-1.11.13"] is False
 
+    (cache / "notes.js").write_text("not a catalog file")  # only <id>-<version>.js counts
     info = run("libs", "cache-info", "--cache-dir", str(cache))
     assert info.exit_code == 0
-    assert "dir:" in info.stdout and str(cache) in info.stdout
-    assert f"total_bytes: {len(source)}" in info.stdout
-    assert "lodash-4.17.21.js" in info.stdout
+    lines = info.stdout.splitlines()
+    assert lines[:4] == [
+        "Cached libraries (1):",
+        "",
+        "  lodash-4.17.21",
+        f"    Path: {cache / 'lodash-4.17.21.js'}",
+    ]
+    assert lines[4] == f"    Size: {len(source)} bytes"
+    assert lines[-1] == f"Total cache size: {len(source)} bytes ({len(source) / 1024:.2f} KB)"
+    assert "notes.js" not in info.stdout
 
 
 def test_libs_download_failure_is_an_error_line(tmp_path: Path) -> None:
@@ -344,8 +359,13 @@ def test_libs_download_rejects_unknown_names(tmp_path: Path) -> None:
 def test_libs_cache_info_of_an_empty_cache(tmp_path: Path) -> None:
     result = run("libs", "cache-info", "--cache-dir", str(tmp_path / "missing"))
     assert result.exit_code == 0
-    assert "exists:      no" in result.stdout
-    assert "(none)" in result.stdout
+    assert result.stdout == "No libraries cached. Run 'vm-system libs download' first.\n"
+    assert (
+        json.loads(run("--json", "libs", "cache-info", "--cache-dir", str(tmp_path / "missing")).stdout)[
+            "exists"
+        ]
+        is False
+    )
 
 
 # -- templates, sessions, executions against a real server ------------------------------------
@@ -355,7 +375,9 @@ def test_health_and_runtime_summary(server: LiveServer) -> None:
     assert api_json(server, "ops", "health") == {"status": "ok"}
     result = api(server, "ops", "runtime-summary")
     assert result.exit_code == 0
-    assert "active_sessions:" in result.stdout and "engine:" in result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["active_sessions"] == 0 and summary["engine"] == "quickjs"
+    assert result.stdout.startswith('{\n  "')  # 2-space indented, as the original printed it
 
 
 def test_json_works_before_or_after_the_command(server: LiveServer) -> None:
@@ -367,22 +389,26 @@ def test_json_works_before_or_after_the_command(server: LiveServer) -> None:
     assert nested.exit_code == 0 and json.loads(nested.stdout) == []
 
 
-def test_empty_lists_print_none(server: LiveServer) -> None:
-    for args in (["template", "list"], ["session", "list"]):
+def test_empty_lists_say_so(server: LiveServer) -> None:
+    for args, said in (
+        (["template", "list"], "No templates found"),
+        (["session", "list"], "No sessions found"),
+    ):
         result = api(server, *args)
         assert result.exit_code == 0
-        assert result.stdout.strip() == "(none)"
+        assert result.stdout == said + "\n"
     assert api_json(server, "session", "list") == []
 
 
 def test_template_lifecycle(server: LiveServer) -> None:
     created = api(server, "template", "create", "demo")
     assert created.exit_code == 0
-    assert "name:" in created.stdout and "demo" in created.stdout
     tid = api_json(server, "template", "list")[0]["id"]
+    assert created.stdout == f"Created template: demo (ID: {tid})\n"
 
     listed = api(server, "template", "list")
-    assert tid in listed.stdout and "demo" in listed.stdout and "NAME" in listed.stdout
+    assert listed.stdout.splitlines()[2].split() == [tid, "demo", "quickjs", "yes"]
+    assert listed.stdout.splitlines()[0].split() == ["ID", "Name", "Engine", "Active"]
 
     updated = api(
         server,
@@ -405,10 +431,10 @@ def test_template_lifecycle(server: LiveServer) -> None:
     assert detail["settings"]["limits"]["wall_ms"] == 9000
     assert detail["settings"]["runtime"]["strict"] is True
 
-    assert api(server, "template", "add-module", tid, "fs").stdout.strip() == "Added module fs"
+    assert api(server, "template", "add-module", tid, "fs").stdout == f"Added module: fs to template {tid}\n"
     assert api(server, "template", "list-modules", tid).stdout.split() == ["fs"]
     assert api(server, "template", "remove-module", tid, "fs").exit_code == 0
-    assert api(server, "template", "list-modules", tid).stdout.strip() == "(none)"
+    assert api(server, "template", "list-modules", tid).stdout == "No modules configured\n"
 
     cap = api(
         server,
@@ -431,31 +457,33 @@ def test_template_lifecycle(server: LiveServer) -> None:
 
     assert api(server, "template", "add-startup", tid, "./init.js", "--order", "5").exit_code == 0
     startup = api(server, "template", "list-startup", tid)
-    assert "init.js" in startup.stdout and "5" in startup.stdout
+    assert startup.stdout.splitlines()[2].split() == ["5", "eval", "init.js"]
 
-    shown = api(server, "template", "get", tid)
-    assert "cpu_ms=1500" in shown.stdout and "HOME" in shown.stdout and "init.js" in shown.stdout
+    shown = api(server, "template", "get", tid).stdout
+    assert '"cpu_ms":1500' in shown and "  [disabled] env:HOME" in shown and "  [5] init.js" in shown
 
     deleted = api(server, "template", "delete", tid)
-    assert deleted.stdout.strip() == f"Deleted template {tid}"
+    assert deleted.stdout == f"Deleted template: {tid}\n"
     gone = api(server, "template", "get", tid)
     assert gone.exit_code == 1
-    assert gone.stderr.startswith("Error: TEMPLATE_NOT_FOUND: ")
+    assert gone.stderr.startswith("Error: api error (status=404, code=TEMPLATE_NOT_FOUND): ")
 
 
 def test_api_errors_print_code_and_message(server: LiveServer) -> None:
     api_json(server, "template", "create", "same")
     duplicate = api(server, "template", "create", "same")
     assert duplicate.exit_code == 1
-    assert duplicate.stderr.startswith("Error: CONFLICT: ")
+    assert duplicate.stderr.startswith("Error: api error (status=409, code=CONFLICT): ")
     assert duplicate.stdout == ""
 
     bad_id = api(server, "session", "get", "not-a-uuid")
     assert bad_id.exit_code == 1
-    assert bad_id.stderr == "Error: VALIDATION_ERROR: session_id must be a valid UUID\n"
+    assert bad_id.stderr == (
+        "Error: api error (status=400, code=VALIDATION_ERROR): session_id must be a valid UUID\n"
+    )
 
     engine = api(server, "template", "create", "x", "--engine", "v8")
-    assert engine.stderr.startswith("Error: ENGINE_UNSUPPORTED: ")
+    assert engine.stderr.startswith("Error: api error (status=422, code=ENGINE_UNSUPPORTED): ")
 
 
 def test_ids_are_passed_through_as_given(server: LiveServer) -> None:
@@ -479,36 +507,48 @@ def test_session_lifecycle(server: LiveServer, worktree: Path) -> None:
     assert sid in listed.stdout and "ready" in listed.stdout
     assert api_json(server, "session", "list", "--status", "closed") == []
     shown = api(server, "session", "get", sid)
-    assert f"worktree_path:   {worktree}" in shown.stdout
+    assert f"Worktree Path: {worktree}" in shown.stdout.splitlines()
 
     closed = api(server, "session", "close", sid)
-    assert closed.exit_code == 0 and "closed" in closed.stdout
+    assert closed.exit_code == 0 and closed.stdout == f"Closed session: {sid}\n"
+    assert api_json(server, "session", "get", sid)["status"] == "closed"
     assert api(server, "session", "close", sid).exit_code == 0  # idempotent
 
     refused = api(server, "exec", "repl", sid, "1")
     assert refused.exit_code == 1
-    assert refused.stderr.startswith("Error: SESSION_NOT_READY: ")
+    assert refused.stderr.startswith("Error: api error (status=409, code=SESSION_NOT_READY): ")
 
 
 def test_exec_repl_prints_console_value_and_status(server: LiveServer, worktree: Path) -> None:
     sid = make_session(server, worktree)
-    result = api(server, "exec", "repl", sid, 'console.warn("careful"); console.log("hi"); [1, 2]')
+    code = 'console.warn("careful"); console.log("hi"); [1, 2]'
+    result = api(server, "exec", "repl", sid, code)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[:3] == ["[warn] careful", "[log] hi", "=> [ 1, 2 ]"]
-    assert lines[3].startswith("status: ok (")
+    assert lines[0].startswith("Execution ID: ") and lines[1] == "Status: ok"
+    assert lines[2] == 'Result: {"type":"array","preview":"[ 1, 2 ]","json":[1,2]}'
+    assert lines[3:] == [
+        "",
+        "Events:",
+        f"[1] input_echo: {json.dumps({'text': code}, separators=(',', ':'))}",
+        '[2] console: {"level":"warn","text":"careful"}',
+        '[3] console: {"level":"log","text":"hi"}',
+        '[4] value: {"type":"array","preview":"[ 1, 2 ]","json":[1,2]}',
+    ]
 
     # State persists across executions.
     api(server, "exec", "repl", sid, "var x = 40")
-    assert "=> 42" in api(server, "exec", "repl", sid, "x + 2").stdout
+    assert '"preview":"42"' in api(server, "exec", "repl", sid, "x + 2").stdout
 
 
 def test_js_exception_is_not_a_cli_failure(server: LiveServer, worktree: Path) -> None:
     sid = make_session(server, worktree)
     result = api(server, "exec", "repl", sid, "missing + 1")
     assert result.exit_code == 0
-    assert "Uncaught ReferenceError" in result.stdout
-    assert "status: error" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[1] == "Status: error"
+    assert lines[2].startswith('Error: {"name":"ReferenceError","message":"ReferenceError: missing')
+    assert lines[-1].startswith('[2] exception: {"name":"ReferenceError"')
     assert result.stderr == ""
 
 
@@ -528,7 +568,15 @@ def test_exec_run_file_with_args_and_env(server: LiveServer, worktree: Path) -> 
         "EMPTY=",
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[:3] == ["[warn] args 21", "[log] env cli", "=> 42"]
+    lines = result.stdout.splitlines()
+    assert lines[1:] == [
+        "Status: ok",  # no Result: line for run-file: the value is among the events
+        "",
+        "Events:",
+        '[1] console: {"level":"warn","text":"args 21"}',
+        '[2] console: {"level":"log","text":"env cli"}',
+        '[3] value: {"type":"number","preview":"42","json":42}',
+    ]
 
     data = api_json(server, "exec", "run-file", sid, "script.js", "--args", '{"n": 1}')
     assert data["kind"] == "run_file" and data["path"] == "script.js"
@@ -536,9 +584,9 @@ def test_exec_run_file_with_args_and_env(server: LiveServer, worktree: Path) -> 
 
     escape = api(server, "exec", "run-file", sid, "../outside.js")
     assert escape.exit_code == 1
-    assert escape.stderr.startswith("Error: INVALID_PATH: ")
+    assert escape.stderr.startswith("Error: api error (status=422, code=INVALID_PATH): ")
     missing = api(server, "exec", "run-file", sid, "nope.js")
-    assert missing.stderr.startswith("Error: FILE_NOT_FOUND: ")
+    assert missing.stderr.startswith("Error: api error (status=404, code=FILE_NOT_FOUND): ")
 
 
 def test_exec_list_get_events_and_cancel(server: LiveServer, worktree: Path) -> None:
@@ -548,23 +596,23 @@ def test_exec_list_get_events_and_cancel(server: LiveServer, worktree: Path) -> 
     assert [e["type"] for e in execution["events"]] == ["input_echo", "console", "value"]
 
     listed = api(server, "exec", "list", sid, "--limit", "5")
-    assert eid in listed.stdout and "repl" in listed.stdout and "ok" in listed.stdout
+    assert listed.stdout.splitlines()[2].split()[:3] == [eid, "repl", "ok"]
 
-    shown = api(server, "exec", "get", eid)
-    assert "status:     ok" in shown.stdout
-    assert "result:     7 (number)" in shown.stdout
+    shown = api(server, "exec", "get", eid).stdout.splitlines()
+    assert "Status: ok" in shown
+    assert 'Result: {"type":"number","preview":"7","json":7}' in shown
 
     events = api(server, "exec", "events", eid, "--after-seq", "1")
     assert events.exit_code == 0
     rows = events.stdout.splitlines()
-    assert rows[0].split() == ["SEQ", "TS", "TYPE", "DETAIL"]
-    assert rows[1].split()[0] == "2" and rows[1].endswith("[log] one")
-    assert rows[2].split()[0] == "3" and rows[2].endswith("=> 7")
+    assert rows[0].split() == ["Seq", "Timestamp", "Type", "Payload"]
+    assert rows[2].split()[0] == "2" and rows[2].endswith('{"level":"log","text":"one"}')
+    assert rows[3].split()[0] == "3" and rows[3].endswith('{"type":"number","preview":"7","json":7}')
     assert [e["seq"] for e in api_json(server, "exec", "events", eid, "--limit", "1")] == [1]
 
     ended = api(server, "exec", "cancel", eid)
     assert ended.exit_code == 1
-    assert ended.stderr.startswith("Error: EXECUTION_NOT_RUNNING: ")
+    assert ended.stderr.startswith("Error: api error (status=409, code=EXECUTION_NOT_RUNNING): ")
 
 
 def test_exec_no_wait_then_follow(server: LiveServer, worktree: Path) -> None:
@@ -605,17 +653,22 @@ def test_a_limit_is_shown_as_the_execution_status(server: LiveServer, worktree: 
     sid = make_session(server, worktree, wall_ms=200)
     result = api(server, "exec", "repl", sid, "await new Promise(() => {})")
     assert result.exit_code == 0, result.output
-    assert "status: timeout" in result.stdout
-    assert "WALL_LIMIT_EXCEEDED" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[1] == "Status: timeout"
+    assert lines[2].startswith('Error: {"code":"WALL_LIMIT_EXCEEDED"')
+    assert lines[-1].startswith('[2] system: {"level":"error"')
+
+    followed = api(server, "exec", "repl", sid, "await new Promise(() => {})", "--follow")
+    assert "status: timeout" in followed.stdout and "WALL_LIMIT_EXCEEDED" in followed.stdout
 
 
 def test_token_is_sent_when_given(tmp_path: Path) -> None:
     with LiveServer(make_settings(tmp_path, token="s3cret")) as live:
         denied = run("--server-url", live.url, "template", "list")
         assert denied.exit_code == 1
-        assert denied.stderr.startswith("Error: UNAUTHORIZED: ")
+        assert denied.stderr.startswith("Error: api error (status=401, code=UNAUTHORIZED): ")
         allowed = run("--server-url", live.url, "--token", "s3cret", "template", "list")
-        assert allowed.exit_code == 0 and allowed.stdout.strip() == "(none)"
+        assert allowed.exit_code == 0 and allowed.stdout == "No templates found\n"
         from_env = run("--server-url", live.url, "template", "list", env={"VM_SYSTEM_TOKEN": "s3cret"})
         assert from_env.exit_code == 0
 
@@ -780,12 +833,7 @@ def served(tmp_path: Path, vm_system: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
@@ -828,7 +876,7 @@ def test_installed_command_against_a_served_subprocess(
     served: str, vm_system: Path, worktree: Path, tmp_path: Path
 ) -> None:
     health = sh(vm_system, "--server-url", served, "ops", "health")
-    assert (health.returncode, health.stdout) == (0, "status: ok\n")
+    assert (health.returncode, health.stdout) == (0, '{\n  "status": "ok"\n}\n')
 
     tid = json.loads(sh(vm_system, "--json", "template", "create", "sub", VM_SYSTEM_URL=served).stdout)["id"]
     sid = sh_session(vm_system, served, tid, worktree)
@@ -849,7 +897,9 @@ def test_installed_command_against_a_served_subprocess(
 
     error = sh(vm_system, "--server-url", served, "exec", "get", "nope")
     assert error.returncode == 1
-    assert error.stderr == "Error: VALIDATION_ERROR: execution_id must be a valid UUID\n"
+    assert error.stderr == (
+        "Error: api error (status=400, code=VALIDATION_ERROR): execution_id must be a valid UUID\n"
+    )
 
     # A second server on the same address fails with one line, not a traceback.
     port = served.rsplit(":", 1)[1]

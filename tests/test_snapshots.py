@@ -212,7 +212,7 @@ async def test_a_fork_does_not_wait_for_a_running_execution(api: Any, client: An
         "/api/v1/executions/repl",
         json={
             "session_id": s["id"],
-            "input": "var during = 1; console.log('waiting'); await new Promise(r => setTimeout(r, 5000)); 'done'",
+            "input": "var during = 1; console.log('waiting'); await new Promise(r => setTimeout(r, 5000))",
             "wait": False,
         },
     )

@@ -679,8 +679,8 @@ async def test_bad_and_unknown_ids_show_not_found_pages(page: Any, ui: Ui) -> No
         await expect(page.locator(f"main a[href='{back}']")).to_be_visible()
     await shot(page, "not-found-malformed")
 
-    # Well-formed but unknown: the API's 404 turns the page into a not-found message, with
-    # no forms and no live REPL trying to connect.
+    # Well-formed but unknown: the same 404 page, with no forms and no live REPL trying to
+    # connect.
     unknown = str(uuid.uuid4())
     sockets: list[Any] = []
     page.on("websocket", lambda ws: sockets.append(ws))
@@ -690,7 +690,8 @@ async def test_bad_and_unknown_ids_show_not_found_pages(page: Any, ui: Ui) -> No
         (f"/templates/{unknown}", "Template not found"),
         (f"/executions/{unknown}", "Execution not found"),
     ):
-        await page.goto(ui.url(path))
+        response = await page.goto(ui.url(path))
+        assert response.status == 404, path  # answered by the server, not found out by the script
         await expect(page.get_by_role("heading", level=1)).to_have_text(heading)
         await expect(page.locator("main")).to_contain_text(unknown)
         assert await page.locator("main form, main textarea, main input, #conn-state").count() == 0

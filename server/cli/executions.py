@@ -7,24 +7,16 @@ from typing import Any
 
 import click
 
-from server.cli.render import (
-    EXECUTIONS,
-    ExecutionPrinter,
-    as_table,
-    event_detail,
-    output,
-    print_execution_block,
-    print_execution_result,
-    table,
-    use_color,
-)
+from server.cli import lines
+from server.cli.render import ExecutionPrinter, api_command, output, use_color
 from server.cli.state import (
     EXIT_INTERRUPTED,
     JSON_OBJECT,
     CliState,
     LoopThread,
     call,
-    fail,
+    error_line,
+    fail_api,
     pass_state,
 )
 from server.client import ApiError, VmClient
@@ -62,7 +54,7 @@ def _follow(
                 await client.cancel_execution(exec_id)
             except ApiError as exc:
                 if exc.code != "EXECUTION_NOT_RUNNING":
-                    click.echo(f"Error: {exc.code}: {exc.message}", err=True)
+                    click.echo(error_line(exc), err=True)
 
     future = runner.submit(go())
     interrupted = False
@@ -80,7 +72,7 @@ def _follow(
                 click.echo("cancelling... (Ctrl+C again to stop waiting)", err=True)
                 runner.submit(cancel(current["id"]))
             except ApiError as exc:
-                fail(exc.code, exc.message)
+                fail_api(exc)
     finally:
         runner.stop()
 
@@ -91,13 +83,16 @@ def _execute(
     *,
     wait: bool,
     follow: bool,
+    with_result: bool,
 ) -> None:
+    """--follow streams (this project's form); by default the original's lines once it ended."""
     if follow:
         _follow(state, lambda c: start(c, False), None, cancel_on_interrupt=True)
     elif wait:
-        print_execution_result(state, call(state, lambda c: start(c, True)))
+        data = call(state, lambda c: start(c, True))
+        output(state, data, lambda d: lines.execution_result(d, with_result=with_result))
     else:
-        output(state, call(state, lambda c: start(c, False)), print_execution_block)
+        output(state, call(state, lambda c: start(c, False)), lines.execution_detail)
 
 
 _NO_WAIT = click.option("--no-wait", is_flag=True, help="Return at once with the execution.")
@@ -106,24 +101,49 @@ _FOLLOW = click.option("--follow", is_flag=True, help="Stream the output live (C
 
 @exec_.command("repl")
 @click.argument("session_id")
-@click.argument("input_", metavar="INPUT")
+@click.argument("code", metavar="CODE")
 @_NO_WAIT
 @_FOLLOW
 @pass_state
-def exec_repl(state: CliState, session_id: str, input_: str, no_wait: bool, follow: bool) -> None:
-    """Evaluate INPUT in a session, like a line typed at a REPL."""
+def exec_repl(state: CliState, session_id: str, code: str, no_wait: bool, follow: bool) -> None:
+    """Evaluate CODE in a session, like a line typed at a REPL.
+
+    Prints `Execution ID:`, `Status:`, `Result: <json>` and/or `Error: <json>`, then the events;
+    --follow streams them as they happen instead. A JavaScript exception is not a CLI failure.
+    """
 
     def start(c: VmClient, wait: bool) -> Awaitable[dict[str, Any]]:
-        return c.repl(session_id, input_, wait=wait)
+        return c.repl(session_id, code, wait=wait)
 
-    _execute(state, start, wait=not no_wait, follow=follow)
+    _execute(state, start, wait=not no_wait, follow=follow, with_result=True)
+
+
+class EnvEntries(click.ParamType):
+    """``--env``: a JSON object (the original's form) or ``KEY=VALUE`` (repeatable)."""
+
+    name = "JSON|KEY=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dict):
+            return value
+        if value.lstrip().startswith("{"):
+            return JSON_OBJECT.convert(value, param, ctx)
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            self.fail(f"expected a JSON object or KEY=VALUE, got {value!r}", param, ctx)
+        return {key: rest}
 
 
 @exec_.command("run-file")
 @click.argument("session_id")
 @click.argument("path")
-@click.option("--args", "args_", type=JSON_OBJECT, help="Object the script sees as __ARGS__.")
-@click.option("--env", multiple=True, metavar="KEY=VALUE", help="Entry of __ENV__ (repeatable).")
+@click.option("--args", "args_", type=JSON_OBJECT, help="JSON object the script sees as __ARGS__.")
+@click.option(
+    "--env",
+    type=EnvEntries(),
+    multiple=True,
+    help="__ENV__ as a JSON object, or one KEY=VALUE entry (repeatable).",
+)
 @_NO_WAIT
 @_FOLLOW
 @pass_state
@@ -132,47 +152,55 @@ def exec_run_file(
     session_id: str,
     path: str,
     args_: dict[str, Any] | None,
-    env: tuple[str, ...],
+    env: tuple[dict[str, Any], ...],
     no_wait: bool,
     follow: bool,
 ) -> None:
-    """Run PATH (relative to the session's worktree) in a session."""
-    env_map: dict[str, str] = {}
-    for pair in env:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--env")
-        env_map[key] = value
+    """Run PATH (relative to the session's worktree) in a session.
+
+    Prints the same lines as `exec repl` without `Result:`: the value is among the events.
+    """
+    env_map: dict[str, Any] = {}
+    for entries in env:
+        env_map.update(entries)
 
     def start(c: VmClient, wait: bool) -> Awaitable[dict[str, Any]]:
         return c.run_file(session_id, path, args=args_, env=env_map if env else None, wait=wait)
 
-    _execute(state, start, wait=not no_wait, follow=follow)
+    _execute(state, start, wait=not no_wait, follow=follow, with_result=False)
 
 
 @exec_.command("list")
 @click.argument("session_id")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many (default 50).")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many.")
 @pass_state
-def exec_list(state: CliState, session_id: str, limit: int | None) -> None:
+def exec_list(state: CliState, session_id: str, limit: int) -> None:
     """List a session's executions, newest first."""
     data = call(state, lambda c: c.list_executions(session_id, limit=limit))
-    output(state, data, as_table(EXECUTIONS))
+    output(state, data, lines.executions_table)
+
+
+api_command(exec_, "get", "get_execution", lines.execution_detail, "Show an execution.", arg="execution_id")
+api_command(
+    exec_,
+    "cancel",
+    "cancel_execution",
+    lines.execution_detail,
+    "Cancel a running execution; prints it once it has ended.",
+    arg="execution_id",
+)
 
 
 @exec_.command("events")
-@click.argument("execution_id", metavar="ID")
-@click.option("--after-seq", type=click.IntRange(min=0), help="Only events after this seq.")
+@click.argument("execution_id")
+@click.option("--after-seq", type=click.IntRange(min=0), default=0, help="Only events after this seq.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many (default 1000).")
 @click.option("--follow", is_flag=True, help="Keep streaming until the execution ends.")
 @pass_state
-def exec_events(
-    state: CliState, execution_id: str, after_seq: int | None, limit: int | None, follow: bool
-) -> None:
+def exec_events(state: CliState, execution_id: str, after_seq: int, limit: int | None, follow: bool) -> None:
     """List an execution's events in order."""
     if follow:
-        _follow(state, None, execution_id, after_seq=after_seq or 0, cancel_on_interrupt=False)
+        _follow(state, None, execution_id, after_seq=after_seq, cancel_on_interrupt=False)
         return
     data = call(state, lambda c: c.get_events(execution_id, after_seq=after_seq, limit=limit))
-    rows = [{**e, "detail": event_detail(e)} for e in data]
-    output(state, data, lambda _: table(rows, "seq ts type detail"))
+    output(state, data, lines.events_table)

@@ -1,30 +1,19 @@
-"""Human-readable output: JSON or tables and key/value blocks, executions and events in colour."""
+"""This project's own output: JSON, and executions streamed live in colour (`--follow`, `repl`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 
-from server.cli.state import CliState
-
-# Columns (`key[=HEADER]` words, see `_lookup`) and block keys for each kind of resource.
-TEMPLATES = "id name engine exposed_modules=modules libraries created_at"
-TEMPLATE_KEYS = "id name engine is_active exposed_modules libraries created_at updated_at"
-CAPABILITIES = "id kind name enabled config"
-STARTUP_FILES = "id order_index=order mode path"
-SESSIONS = "id status vm_id=template workspace_id=workspace created_at"
-SESSION_KEYS = "id status vm_id workspace_id base_commit_oid worktree_path created_at closed_at"
-SESSION_KEYS += " last_error runtime_meta"
-EXECUTIONS = "id kind status started_at metrics.wall_ms=wall_ms input|path=input"
-LIBRARIES = "name global cached description"
+from server.cli.state import CliState, call
 
 # --------------------------------------------------------------------------------------------
-# JSON, tables and blocks
+# JSON output
 
 
 def use_color() -> bool:
@@ -38,87 +27,41 @@ def echo_json(data: Any, *, compact: bool = False) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def _cell(value: Any, width: int = 60) -> str:
-    if value is None:
-        text = "-"
-    elif isinstance(value, bool):
-        text = "yes" if value else "no"
-    elif isinstance(value, list):
-        text = ", ".join(str(v) for v in value) or "-"
-    elif isinstance(value, dict):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    else:
-        text = str(value)
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _lookup(row: Mapping[str, Any], key: str) -> Any:
-    """`a|b` is the first of a, b that is set; `a.b` reads a nested key; `*_at` is shortened."""
-    for alternative in key.split("|"):
-        value: Any = row
-        for part in alternative.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if value is not None:
-            if alternative.endswith("_at") and isinstance(value, str):
-                return value[:19].replace("T", " ")  # 2024-05-01 12:34:56 in tables
-            return value
-    return None
-
-
-def table(rows: Iterable[Mapping[str, Any]], spec: str) -> None:
-    """Print rows as aligned columns; `spec` lists `key[=HEADER]` words (see `_lookup`)."""
-    rows = list(rows)
-    if not rows:
-        click.echo("(none)")
-        return
-    columns = [(w.partition("=")[0], w.partition("=")[2] or w) for w in spec.split()]
-    cells = [[_cell(_lookup(row, key), 50) for key, _ in columns] for row in rows]
-    heads = [head.upper() for _, head in columns]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(heads)]
-    for line in [heads, *cells]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-
-
-def block(obj: Mapping[str, Any], keys: str | None = None) -> None:
-    """Print `key: value` lines, for `keys` (space-separated) or every key."""
-    shown = [k for k in (keys.split() if keys else obj.keys()) if k in obj]
-    width = max((len(k) for k in shown), default=0) + 1
-    for key in shown:
-        click.echo(f"{(key + ':').ljust(width)} {_cell(obj[key], width=10_000)}")
-
-
-def echo_names(names: list[str]) -> None:
-    click.echo("\n".join(names) if names else "(none)")
-
-
 def output(state: CliState, data: Any, human: Callable[[Any], None]) -> None:
+    """``--json``: the response as it came; otherwise the command's human output."""
     if state.json:
         echo_json(data)
     else:
         human(data)
 
 
-def as_table(spec: str) -> Callable[[Any], None]:
-    return lambda rows: table(rows, spec)
+def api_command(
+    group: click.Group,
+    name: str,
+    method: str,
+    human: Callable[[Any], None] | str,
+    help_: str,
+    *,
+    arg: str | None = None,
+) -> None:
+    """Add ``group name [ARG]``: call ``VmClient.<method>([ARG])`` and print the answer.
 
+    ``human`` prints the answer, or is a line where ``{arg}`` is the argument as given (the
+    original echoes the id the user typed, e.g. ``Deleted template: {arg}``).
+    """
 
-def as_block(keys: str | None = None) -> Callable[[Any], None]:
-    return lambda obj: block(obj, keys)
+    def callback(**values: str) -> None:
+        state = click.get_current_context().find_object(CliState)
+        assert state is not None
+        given = values.get(arg) if arg else None
+        data = call(state, lambda c: getattr(c, method)(*([given] if arg else [])))
+        if isinstance(human, str):
+            output(state, data, lambda _: click.echo(human.format(arg=given)))
+        else:
+            output(state, data, human)
 
-
-def print_template_detail(detail: Mapping[str, Any]) -> None:
-    block(detail.get("template") or {}, TEMPLATE_KEYS)
-    settings = detail.get("settings") or {}
-    for section in ("limits", "resolver", "runtime"):
-        values = settings.get(section)
-        if isinstance(values, Mapping):
-            text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in values.items())
-            click.echo(f"{section + ':':16} {text or '-'}")
-    click.echo("\ncapabilities:")
-    table(detail.get("capabilities") or [], CAPABILITIES)
-    click.echo("\nstartup files:")
-    table(detail.get("startup_files") or [], STARTUP_FILES)
+    params: list[click.Parameter] = [click.Argument([arg], metavar=arg.upper())] if arg else []
+    group.add_command(click.Command(name, callback=callback, params=params, help=help_))
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,39 +165,3 @@ class ExecutionPrinter:
                 self._echo(line, fg="red")
         else:
             self._echo(line, fg="yellow")
-
-
-def print_execution_result(state: CliState, execution: Mapping[str, Any]) -> None:
-    """Output of a REST execution that waited: its events, then the status line."""
-    if state.json:
-        echo_json(execution)
-        return
-    printer = ExecutionPrinter(color=use_color())
-    for event in execution.get("events") or []:
-        printer.event(event)
-    printer.final(execution)
-
-
-def print_execution_block(execution: Mapping[str, Any]) -> None:
-    block(execution, "id session_id kind status input path args env started_at ended_at metrics")
-    result, error = execution.get("result"), execution.get("error")
-    if isinstance(result, Mapping):
-        click.echo(f"{'result:':11} {result.get('preview')} ({result.get('type')})")
-    if isinstance(error, Mapping):
-        label = error.get("code") or error.get("name") or "error"
-        click.echo(f"{'error:':11} {label}: {error.get('message', '')}")
-
-
-def event_detail(event: Mapping[str, Any]) -> str:
-    """One event as a table cell, for `exec events`."""
-    payload = event.get("payload") or {}
-    kind = event.get("type")
-    if kind == "console":
-        return f"[{payload.get('level')}] {payload.get('text')}"
-    if kind == "value":
-        return f"=> {payload.get('preview')}"
-    if kind in ("exception", "input_echo"):
-        return str(payload.get("message") or payload.get("text"))
-    if kind == "system":
-        return f"[{payload.get('level')}] {payload.get('message')}"
-    return json.dumps(payload, ensure_ascii=False)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from server.cli.render import ExecutionPrinter, use_color
-from server.cli.state import CliState, LoopThread, fail
+from server.cli.state import CliState, LoopThread, error_line, fail, fail_api
 from server.client import ApiError, VmClient
 
 _REGEX_PRECEDERS = set("(,=:[!&|?{};+-*%<>~^")
@@ -192,7 +192,7 @@ class ReplShell:
     # -- terminal side ----------------------------------------------------------------------
 
     def _error(self, exc: ApiError) -> None:
-        click.echo(f"Error: {exc.code}: {exc.message}", err=True)
+        click.echo(error_line(exc), err=True)
 
     def _note(self, text: str) -> None:
         click.echo(click.style(text, dim=True), err=True, color=self.color)
@@ -272,7 +272,7 @@ class ReplShell:
         except ApiError as exc:
             self.runner.run(self._close())
             self.runner.stop()
-            fail(exc.code, exc.message)
+            fail_api(exc)
         try:
             status = info.get("status")
             if status != "ready":

@@ -28,6 +28,8 @@ class CliState:
     server_url: str
     json: bool
     token: str | None
+    db: str | None = None  # the global --db, used by `serve` (the original's place for it)
+    log_level: str | None = None  # the global --log-level
 
     def client(self) -> VmClient:
         return VmClient(self.server_url, token=self.token)
@@ -37,8 +39,28 @@ pass_state = click.make_pass_decorator(CliState)
 
 
 def fail(code: str, message: str, exit_code: int = EXIT_API_ERROR) -> NoReturn:
+    """A local failure (no answer from a server): ``Error: <CODE>: <message>``, exit 1."""
     click.echo(f"Error: {code}: {message}", err=True)
     raise click.exceptions.Exit(exit_code)
+
+
+def error_line(exc: ApiError) -> str:
+    """The stderr line for a failed call, in the original's words when the server answered.
+
+    ``Error: api error (status=<n>, code=<CODE>): <message>`` for an error envelope,
+    ``Error: api error (status=<n>): <what came back>`` for an HTTP error without one, and
+    ``Error: <CODE>: <message>`` when there was no error answer (unreachable, not vm-system).
+    """
+    if exc.status >= 400:
+        if exc.code == f"HTTP_{exc.status}":
+            return f"Error: api error (status={exc.status}): {exc.message}"
+        return f"Error: api error (status={exc.status}, code={exc.code}): {exc.message}"
+    return f"Error: {exc.code}: {exc.message}"
+
+
+def fail_api(exc: ApiError) -> NoReturn:
+    click.echo(error_line(exc), err=True)
+    raise click.exceptions.Exit(EXIT_API_ERROR)
 
 
 def call(state: CliState, fn: Callable[[VmClient], Awaitable[T]]) -> T:
@@ -51,23 +73,24 @@ def call(state: CliState, fn: Callable[[VmClient], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except ApiError as exc:
-        fail(exc.code, exc.message)
+        fail_api(exc)
 
 
 class JsonObject(click.ParamType):
-    """A command-line value that must be a JSON object."""
+    """A command-line value that must be a JSON object (``invalid <option> JSON`` otherwise)."""
 
     name = "JSON"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, dict):
             return value
+        what = f"invalid {((param.name if param else None) or 'value').rstrip('_')} JSON"
         try:
             parsed = json.loads(value)
         except ValueError as exc:
-            self.fail(f"not valid JSON ({exc}): {value!r}", param, ctx)
+            self.fail(f"{what} ({exc}): {value!r}", param, ctx)
         if not isinstance(parsed, dict):
-            self.fail(f"must be a JSON object such as '{{\"key\": 1}}': {value!r}", param, ctx)
+            self.fail(f"{what}: must be a JSON object such as '{{\"key\": 1}}': {value!r}", param, ctx)
         return parsed
 
 

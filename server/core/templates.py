@@ -23,6 +23,8 @@ from server.runtime import libraries, modules
 from server.store.store import Store
 
 SUPPORTED_ENGINES = ("quickjs",)
+# The original's engine name; templates written for it keep working and are stored as quickjs.
+ENGINE_ALIASES = {"goja": "quickjs"}
 MAX_NAME_LENGTH = 200
 MIN_MEM_MB = 8
 SUPPORTED_STARTUP_MODES = ("eval",)
@@ -101,9 +103,11 @@ class TemplateService:
     async def create(self, body: TemplateCreate) -> dict[str, Any]:
         name = check_template_name(body.name)
         engine = body.engine.strip().lower() or "quickjs"
+        engine = ENGINE_ALIASES.get(engine, engine)
         if engine not in SUPPORTED_ENGINES:
             raise errors.EngineUnsupported(
-                f"engine {body.engine!r} is not supported; use one of: {', '.join(SUPPORTED_ENGINES)}",
+                f"engine {body.engine!r} is not supported; use one of: {', '.join(SUPPORTED_ENGINES)}"
+                f" ({', '.join(f'{a} is an alias of {e}' for a, e in ENGINE_ALIASES.items())})",
                 requested_engine=body.engine,
                 supported_engines=list(SUPPORTED_ENGINES),
             )

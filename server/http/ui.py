@@ -7,6 +7,7 @@ errors, in the same envelope).
 
 from __future__ import annotations
 
+import importlib.resources
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,13 +18,31 @@ import jinja2
 from aiohttp import web
 
 import server
-from server import __version__
+from server import __version__, errors
 from server.config import Settings
+from server.http.keys import SERVICES
 from server.http.middleware import API_PREFIX
+from server.services import Services
 
-ROOT = Path(server.__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+
+def _ui_dir(name: str) -> Path:
+    """``static`` or ``templates``: package data in a wheel, the source tree's folder otherwise.
+
+    The folders live at the top of the repository; the build copies them into the package
+    (see setup.py), while an editable install or a checkout serves them where they are.
+    """
+    package = Path(str(importlib.resources.files(server)))
+    for candidate in (package / name, package.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(
+        f"the browser UI folder {name!r} is missing (looked in {package / name} and "
+        f"{package.parent / name}); reinstall vm-system"
+    )
+
+
+TEMPLATES_DIR = _ui_dir("templates")
+STATIC_DIR = _ui_dir("static")
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,23 +86,40 @@ def _not_found(
     return aiohttp_jinja2.render_template("not_found.html", request, context, status=404)
 
 
+# How a page finds out whether the thing its id names exists (each raises its NOT_FOUND error).
+_LOOKUP: dict[str, Callable[[Services, str], Awaitable[Any]]] = {
+    "template_id": lambda svc, value: svc.templates.require(str(uuid.UUID(value))),
+    "session_id": lambda svc, value: svc.sessions.get(value),
+    "execution_id": lambda svc, value: svc.executions.get(value),
+}
+_NOT_FOUND = (errors.TemplateNotFound, errors.SessionNotFound, errors.ExecutionNotFound)
+
+
 def _page(template: str, title: str, nav: str, *ids: str) -> PageHandler:
     """A handler rendering ``template`` with the path parameters ``ids`` as context.
 
-    Every id is a UUID: a malformed one cannot name anything, so it gets the 404 page at once
-    instead of a page of forms for nothing. (A well-formed id the server does not know is
-    found out by the page's script, from the API's own 404.)
+    An id that is malformed or names nothing gets the 404 page (HTTP 404) instead of a page of
+    forms for nothing. (Something deleted while its page is open is found out by the page's
+    script, from the API's own 404.)
     """
 
     async def handler(request: web.Request) -> web.StreamResponse:
         for name in ids:
             value = request.match_info[name]
+            kind = name.removesuffix("_id")
+            reason = None
             if not _is_uuid(value):
-                kind = name.removesuffix("_id")
+                reason = "it is not a valid id (ids are UUIDs)"
+            else:
+                try:
+                    await _LOOKUP[name](request.app[SERVICES], value)
+                except _NOT_FOUND:
+                    reason = "it does not exist on this server"
+            if reason is not None:
                 return _not_found(
                     request,
                     heading=f"{kind.capitalize()} not found",
-                    message=f"There is no {kind} with the id below: it is not a valid id (ids are UUIDs).",
+                    message=f"There is no {kind} with the id below: {reason}.",
                     value=value,
                     back=_BACK[kind],
                     nav=nav,

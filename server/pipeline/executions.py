@@ -314,11 +314,18 @@ class ExecutionPipeline:
                 code = "INTERRUPTED"
             ending = Ending.from_code(code or "WORKER_CRASHED", limits, recovery=recovery)
         max_events = limits.get("max_events") or 0
-        if max_events and rec.seq + 1 > max_events:
-            # max_events counts every stored event, the closing one included (API.md §15): when
-            # even that one does not fit, the execution ends at the limit without it.
-            message = Ending.from_code("OUTPUT_LIMIT_EXCEEDED", limits).error
-            ending = Ending("error", None, message, None)
+        if ending.terminal is not None and max_events and rec.seq >= max_events:
+            # max_events counts every stored event, the closing one included (API.md §15). The
+            # worker keeps the last slot for it, so this only happens when the events stored
+            # before the run fill the budget (a REPL's echo with max_events 1): nothing, not even
+            # the closing event, is stored past the limit, and a value or exception that does
+            # not fit makes the run an output-limit stop.
+            if ending.terminal[0] == "system":
+                ending.terminal = None
+            else:
+                ending = Ending(
+                    **{**vars(Ending.from_code("OUTPUT_LIMIT_EXCEEDED", limits)), "terminal": None}
+                )
         return ending
 
     # ------------------------------------------------------------------ background executions

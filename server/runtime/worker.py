@@ -224,8 +224,12 @@ class Worker:
             try:
                 with open(path, encoding="utf-8") as fh:
                     source = fh.read()
-            except OSError as exc:
+            except OSError as exc:  # gone or unreadable
                 return self.send(protocol.InitFailed("LIBRARY_UNAVAILABLE", f"{name}: {exc.strerror}"))
+            except UnicodeDecodeError:
+                return self.send(
+                    protocol.InitFailed("LIBRARY_UNAVAILABLE", f"{name}: the file is not UTF-8 text")
+                )
             exc_payload = eng.load_library(source, f"{name}.js")
             if exc_payload is not None:
                 reason = exc_payload.get("message")
@@ -418,10 +422,10 @@ class Worker:
         """
         for pid in list(self._checkpoint_pids):
             try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
+                exited = os.waitpid(pid, os.WNOHANG)[0] != 0
             except ChildProcessError:
-                done = pid
-            if done:
+                exited = True
+            if exited:
                 self._checkpoint_pids.discard(pid)
 
     # ------------------------------------------------------------- main loop
