@@ -112,7 +112,7 @@ class LiveSession(BackgroundListener):
             info = libraries.find(name)
             if info is None or not libraries.is_cached(cache_dir, name):
                 raise errors.LibraryUnavailable(
-                    f"failed to load libraries: {name!r} is not in the local cache; run "
+                    f"failed to load libraries: library {name!r} is not in the local cache; run "
                     f"`vm-system libs download {name}` on the server",
                     name=name,
                     session_id=self.id,

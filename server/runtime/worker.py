@@ -226,10 +226,9 @@ class Worker:
                     source = fh.read()
             except OSError as exc:  # gone or unreadable
                 return self.send(protocol.InitFailed("LIBRARY_UNAVAILABLE", f"{name}: {exc.strerror}"))
-            except UnicodeDecodeError:
-                return self.send(
-                    protocol.InitFailed("LIBRARY_UNAVAILABLE", f"{name}: the file is not UTF-8 text")
-                )
+            except UnicodeDecodeError as exc:
+                reason = f"{name}: the file is not valid utf-8 text ({exc.reason} at byte {exc.start})"
+                return self.send(protocol.InitFailed("LIBRARY_UNAVAILABLE", reason))
             exc_payload = eng.load_library(source, f"{name}.js")
             if exc_payload is not None:
                 reason = exc_payload.get("message")
