@@ -3,197 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import os
 import re
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from server.app import create_app
-from server.config import Settings
-
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = ROOT / "docs" / "screenshot-repl.png"
-HAVE_CHROMIUM = os.path.exists(CHROMIUM)
+from tests.ui_support import (
+    CONTRAST,
+    STREAM_200,
+    Ui,
+    answer_dialogs,
+    console_lines,
+    editor_text,
+    expect,
+    open_repl,
+    replace_input,
+    run,
+    shot,
+)
 
 # One browser for the whole module: every test and fixture here runs on the module's loop.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-STREAM_200 = (
-    "await new Promise(r => { let i = 0; const t = setInterval(() => { console.log('line ' + i); "
-    "if (++i === 200) { clearInterval(t); r(); } }, 5) })"
-)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    if not HAVE_CHROMIUM:
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is required in CI for the UI tests; run `make browser`")
-        pytest.skip(f"UI tests need Debian's Chromium at {CHROMIUM} (`make browser` installs it)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        await b.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def aiohttp_server() -> AsyncIterator[Any]:
-    """pytest-aiohttp's factory, on the module's loop (the shared browser lives there too)."""
-    servers: list[TestServer] = []
-
-    async def go(app: web.Application, *, port: int | None = None) -> TestServer:
-        server = TestServer(app, host="127.0.0.1", port=port)
-        await server.start_server()
-        servers.append(server)
-        return server
-
-    yield go
-    while servers:
-        await servers.pop().close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: Any) -> AsyncIterator[Any]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 860})
-    pg = await context.new_page()
-    pg.set_default_timeout(10_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    await context.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
-
-
-class Ui:
-    """A running server plus REST shortcuts for the state a test does not build through the UI."""
-
-    def __init__(self, aiohttp_server: Any, settings: Settings, worktree: Path) -> None:
-        self.aiohttp_server = aiohttp_server
-        self.settings = settings
-        self.worktree = worktree
-        self.server: Any = None
-
-    async def start(self, port: int | None = None) -> None:
-        self.server = await self.aiohttp_server(create_app(self.settings), port=port)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.port}{path}"
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
-        async with (
-            aiohttp.ClientSession(headers=headers) as http,
-            http.request(method, self.url(f"/api/v1{path}"), json=body) as r,
-        ):
-            data = await r.json()
-            assert r.status < 300, data
-            return data
-
-    async def session(self, **limits: Any) -> str:
-        tpl = await self.call("POST", "/templates", {"name": f"tpl-{os.urandom(4).hex()}"})
-        if limits:
-            await self.call("PATCH", f"/templates/{tpl['id']}", {"settings": {"limits": limits}})
-        s = await self.call(
-            "POST",
-            "/sessions",
-            {
-                "template_id": tpl["id"],
-                "workspace_id": "ws",
-                "base_commit_oid": "abc123",
-                "worktree_path": str(self.worktree),
-            },
-        )
-        return str(s["id"])
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def ui(aiohttp_server: Any, settings: Settings, worktree: Path) -> Ui:
-    u = Ui(aiohttp_server, settings, worktree)
-    await u.start()
-    return u
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def ui_with_token(aiohttp_server: Any, settings: Settings, worktree: Path) -> Ui:
-    u = Ui(aiohttp_server, dataclasses.replace(settings, token="s3cret"), worktree)
-    await u.start()
-    return u
-
-
-async def open_repl(page: Any, ui: Ui, sid: str) -> None:
-    await page.goto(ui.url(f"/sessions/{sid}"))
-    await page.locator("#conn-state[data-state=live]").wait_for()
-
-
-async def run(page: Any, code: str, *, wait: bool = True) -> Any:
-    """Type ``code`` into the REPL, press Enter, return the locator of its execution block."""
-    before = await page.locator(".exec").count()
-    box = page.locator("#repl-input")
-    await box.fill(code)
-    await box.press("Enter")
-    block = page.locator(".exec").nth(before)
-    await block.wait_for()
-    if wait:
-        await block.locator(".exec-head .badge:not([data-status=running])").wait_for()
-    return block
-
-
-async def console_lines(block: Any) -> list[str]:
-    return list(await block.locator(".line.console").all_inner_texts())
-
-
-_DIALOG_HANDLERS: dict[int, Any] = {}
-
-
-class Dialogs:
-    """The questions asked by confirm() since ``answer_dialogs``; ``asked`` is set on each."""
-
-    def __init__(self) -> None:
-        self.questions: list[str] = []
-        self.asked = asyncio.Event()
-
-    async def wait(self) -> list[str]:
-        await asyncio.wait_for(self.asked.wait(), 5)
-        return self.questions
-
-
-async def answer_dialogs(page: Any, *, accept: bool) -> Dialogs:
-    """Answer every confirm() from now on (replacing an earlier answerer of this page)."""
-    dialogs = Dialogs()
-
-    async def on_dialog(dialog: Any) -> None:
-        dialogs.questions.append(dialog.message)
-        await (dialog.accept() if accept else dialog.dismiss())
-        dialogs.asked.set()
-
-    previous = _DIALOG_HANDLERS.pop(id(page), None)
-    if previous is not None:
-        page.remove_listener("dialog", previous)
-    _DIALOG_HANDLERS[id(page)] = on_dialog
-    page.on("dialog", on_dialog)
-    return dialogs
 
 
 # ------------------------------------------------------------------------------- templates
@@ -332,7 +164,7 @@ async def test_keyboard_enter_shift_enter_and_history_across_a_reload(page: Any,
     await page.keyboard.type("x +")
     await page.keyboard.press("Shift+Enter")
     await page.keyboard.type("1")
-    assert await box.input_value() == "x +\n1"
+    assert await editor_text(page) == "x +\n  1"
     await page.keyboard.press("Enter")
     await page.locator(".exec").nth(1).locator(".badge[data-status=ok]").wait_for()
     assert "21" in await page.locator(".exec").nth(1).locator(".line.value").inner_text()
@@ -342,11 +174,11 @@ async def test_keyboard_enter_shift_enter_and_history_across_a_reload(page: Any,
     assert await page.locator(".exec").count() == 2  # earlier executions are shown again
     await box.focus()
     await page.keyboard.press("ArrowUp")
-    assert await box.input_value() == "x +\n1"
+    assert await editor_text(page) == "x +\n  1"
     await page.keyboard.press("ArrowUp")
-    assert await box.input_value() == "var x = 20"
+    assert await editor_text(page) == "var x = 20"
     await page.keyboard.press("ArrowDown")
-    assert await box.input_value() == "x +\n1"
+    assert await editor_text(page) == "x +\n  1"
 
 
 async def test_a_dropped_socket_mid_stream_loses_and_repeats_nothing(page: Any, ui: Ui) -> None:
@@ -401,7 +233,8 @@ async def test_a_server_restart_shows_reconnecting_and_resumes(page: Any, ui: Ui
     await page.locator("#session-status[data-status=closed]").wait_for()
     await block.locator(".exec-head .badge[data-status=error]").wait_for()
     assert await page.locator("#session-error").inner_text()  # why it closed, in the server's words
-    assert await page.locator("#repl-input").is_disabled()
+    assert await page.locator("#repl-input").get_attribute("aria-disabled") == "true"
+    assert await page.locator("#repl-input").get_attribute("contenteditable") == "false"
     # Every stored line is shown once and in order, with no gap.
     stored = await ui.call(
         "GET", f"/executions/{await block.get_attribute('data-execution-id')}/events?limit=10000"
@@ -412,7 +245,7 @@ async def test_a_server_restart_shows_reconnecting_and_resumes(page: Any, ui: Ui
     assert shown == [f"line {i}" for i in range(1, len(shown) + 1)]
 
 
-async def test_value_tree_expands_and_screenshot(page: Any, ui: Ui) -> None:
+async def test_value_tree_expands_and_levels_look_different(page: Any, ui: Ui) -> None:
     sid = await ui.session()
     await page.set_viewport_size({"width": 1280, "height": 1000})
     await open_repl(page, ui, sid)
@@ -440,9 +273,6 @@ async def test_value_tree_expands_and_screenshot(page: Any, ui: Ui) -> None:
         })"""
     )
     assert len(set(colors)) == 4, colors
-    await page.locator("#repl-input").fill("await fetchReport({ since: '2024-01-01' })")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOT))
 
 
 async def test_sessions_list_filter_close_history_and_event_log(page: Any, ui: Ui) -> None:
@@ -518,19 +348,6 @@ async def test_a_token_given_once_in_the_url_is_used_for_rest_and_the_socket(
 
 
 # ------------------------------------------------------------------------------- QA fixes
-
-
-def expect(target: Any) -> Any:
-    from playwright.async_api import expect as playwright_expect
-
-    return playwright_expect(target)
-
-
-async def shot(page: Any, name: str, **options: Any) -> None:
-    """A screenshot for a person to look at, kept only when $UI_SHOTS_DIR says where."""
-    where = os.environ.get("UI_SHOTS_DIR")
-    if where:
-        await page.screenshot(path=str(Path(where) / f"{name}.png"), **options)
 
 
 async def test_form_errors_show_next_to_their_form_and_stay_in_view(page: Any, ui: Ui) -> None:
@@ -786,27 +603,34 @@ async def test_enter_on_an_unfinished_statement_adds_a_line(page: Any, ui: Ui) -
 
     box = page.locator("#repl-input")
     await box.focus()
+    # The editor helps while typing: the brace closes itself, Enter inside the fresh pair opens
+    # it up (indented), and Enter on the then complete input runs it.
     await page.keyboard.type("function twice(n) {")
+    assert await editor_text(page) == "function twice(n) {}"
     await page.keyboard.press("Enter")
-    await page.keyboard.type("  return n * 2")
-    await page.keyboard.press("Enter")
-    await page.keyboard.type("}")
-    assert await box.input_value() == "function twice(n) {\n  return n * 2\n}"
+    assert await editor_text(page) == "function twice(n) {\n  \n}"
+    await page.keyboard.type("return n * 2")
     assert await page.locator(".exec").count() == 0  # nothing ran yet
     await page.keyboard.press("Enter")  # now complete: it runs
     first = page.locator(".exec").first
     await first.locator(".badge[data-status=ok]").wait_for()
-    assert await box.input_value() == ""
+    assert await editor_text(page) == ""
 
     # The multi-line input keeps its lines and indentation in the log: "function" and "}"
     # start at the same column, "return" two characters further in.
     assert await first.locator(".exec-input").inner_text() == "function twice(n) {\n  return n * 2\n}"
     starts = await first.locator(".exec-input").evaluate(
         """(el) => {
-            const text = el.firstChild, range = document.createRange();
-            const x = (i) => { range.setStart(text, i); range.setEnd(text, i + 1);
+            const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT), nodes = [];
+            for (let n = walker.nextNode(); n; n = walker.nextNode()) nodes.push(n);
+            const at = (i) => {
+                for (const t of nodes) { if (i < t.data.length) return [t, i]; i -= t.data.length; }
+            };
+            const range = document.createRange();
+            const x = (i) => { const [t, o] = at(i); range.setStart(t, o); range.setEnd(t, o + 1);
                                return range.getBoundingClientRect().left; };
-            const s = text.data, l2 = s.indexOf('\\n') + 1, l3 = s.lastIndexOf('\\n') + 1;
+            const s = nodes.map((t) => t.data).join('');
+            const l2 = s.indexOf('\\n') + 1, l3 = s.lastIndexOf('\\n') + 1;
             return [x(0), x(l2 + 2), x(l3), x(l2 + 2) - x(l2 + 1)];
         }"""
     )
@@ -814,25 +638,25 @@ async def test_enter_on_an_unfinished_statement_adds_a_line(page: Any, ui: Ui) -
     assert abs(line1 - line3) < 0.5, starts
     assert abs(line2_text - line1 - 2 * char_w) < 0.5, starts
 
-    # A trailing operator, an open string: Enter adds a line. Shift+Enter always does.
+    # A trailing operator: Enter adds a line (indented as a continuation). Shift+Enter always does.
     await page.keyboard.type("twice(20) +")
     await page.keyboard.press("Enter")
     await page.keyboard.type("2")
-    assert await box.input_value() == "twice(20) +\n2"
+    assert await editor_text(page) == "twice(20) +\n  2"
     await page.keyboard.press("Enter")
     second = page.locator(".exec").nth(1)
     await second.locator(".badge[data-status=ok]").wait_for()
     assert (await second.locator(".line.value").inner_text()).split()[-1] == "42"
     await shot(page, "multiline-input")
-    await page.keyboard.type("'unterminated")
+    await replace_input(page, "'unterminated")  # as pasted: no closing quote
     await page.keyboard.press("Enter")
-    assert await box.input_value() == "'unterminated\n"
-    await box.fill("1")
+    assert (await editor_text(page)).rstrip(" ") == "'unterminated\n"  # a new line, not a run
+    await replace_input(page, "1")
     await page.keyboard.press("Shift+Enter")
-    assert await box.input_value() == "1\n"
+    assert await editor_text(page) == "1\n"
 
     # Ctrl+Enter runs whatever is there: the server reports the syntax error.
-    await box.fill("twice(")
+    await replace_input(page, "twice(")
     await page.keyboard.press("Control+Enter")
     third = page.locator(".exec").nth(2)
     await third.locator(".badge[data-status=error]").wait_for()
@@ -861,20 +685,6 @@ async def test_enabling_an_uncached_library_warns(page: Any, ui: Ui) -> None:
     await page.locator(f"[id='libraries-{name}']").uncheck()
     await expect(status).to_have_text(f"{name} removed.")
     await expect(note).to_be_hidden()
-
-
-CONTRAST = """(el) => {
-    const rgb = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
-    const lum = ([r, g, b]) => {
-        const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
-        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-    };
-    let bg = el;
-    while (bg && (getComputedStyle(bg).backgroundColor === 'rgba(0, 0, 0, 0)')) bg = bg.parentElement;
-    const fg = lum(rgb(getComputedStyle(el).color));
-    const back = lum(rgb(bg ? getComputedStyle(bg).backgroundColor : 'rgb(255,255,255)'));
-    return (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05);
-}"""
 
 
 async def test_runtime_heading_once_and_a_readable_exception_stack(page: Any, ui: Ui) -> None:
