@@ -155,6 +155,12 @@ export function showNoticeAt(anchor, message, { level = "ok", timeout = level ==
   return item;
 }
 
+/** Remove every message on the page: the ones next to forms and the ones at the top. */
+export function clearMessages() {
+  for (const slot of document.querySelectorAll(".form-status")) slot.replaceChildren();
+  clearErrors();
+}
+
 /** Remove the message shown next to `anchor`, if any. */
 export function clearAt(anchor) {
   const next = anchor?.nextElementSibling;
@@ -163,9 +169,10 @@ export function clearAt(anchor) {
 
 /**
  * Run an async UI action; on failure show its error next to `near` (or at the top of the page
- * without it). Disables `button` meanwhile.
+ * without it). Disables `button` meanwhile. Messages left by earlier actions are cleared first.
  */
 export async function act(fn, { button, context, near } = {}) {
+  clearMessages(); // what earlier actions said is stale once the user does something else
   if (button) button.disabled = true;
   try {
     return await fn();

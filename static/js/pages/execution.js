@@ -63,7 +63,8 @@ function renderOutcome(ex) {
   if (card.hidden) return;
   $("#outcome-h").textContent = ex.result ? "Result" : "Error";
   let body;
-  if (ex.result) body = valueView(ex.result);
+  // A big value scrolls inside its own region, reachable from the keyboard.
+  if (ex.result) body = h("div", { class: "result-scroll", tabindex: "0", role: "region", "aria-label": "Result value" }, valueView(ex.result));
   else if (ex.error.code) body = h("p", { class: "outcome-error" }, h("strong", {}, ex.error.code), " ", ex.error.message ?? "");
   else body = renderException(ex.error, { source: ex.input });
   $("#exec-outcome-body").replaceChildren(body);
@@ -94,7 +95,9 @@ async function loadPage() {
   const limit = Number(pageSize.value);
   const events = await get(`/executions/${EID}/events?after_seq=${state.lastSeq}&limit=${limit}`);
   addEvents(events);
-  state.exhausted = events.length < limit;
+  const ex = state.execution;
+  const total = ex?.status !== "running" ? ex?.metrics?.event_count : undefined;
+  state.exhausted = events.length < limit || (typeof total === "number" && state.lastSeq >= total);
   moreBtn.hidden = state.exhausted;
   jumpBtn.hidden = state.exhausted;
   if (state.exhausted && state.execution?.status === "running") follow();
