@@ -3,6 +3,8 @@ covers the whole page; the README's screenshots of the REPL are taken here."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,7 +85,14 @@ async def test_axe_finds_no_violation_on_any_page(browser: Any, ui: Ui, scheme: 
 
 
 async def test_dark_mode_covers_the_whole_page_and_screenshots(browser: Any, ui: Ui) -> None:
-    sid = await ui.session()
+    # A short worktree path for the README's pictures (not the test's own deep temporary one).
+    with tempfile.TemporaryDirectory(prefix="demo-") as short:
+        ui.worktree = Path(short)
+        sid = await ui.session()
+        await check_schemes_and_take_screenshots(browser, ui, sid)
+
+
+async def check_schemes_and_take_screenshots(browser: Any, ui: Ui, sid: str) -> None:
     for scheme in ("light", "dark"):
         context, page, problems = await new_page(
             browser, color_scheme=scheme, viewport={"width": 1280, "height": 900}
