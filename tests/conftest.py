@@ -20,6 +20,9 @@ from server.app import create_app
 from server.config import Settings
 from server.store.store import Store
 
+# The browser tests' fixtures (Chromium, a server per test, the page): see tests/ui_support.py.
+pytest_plugins = ("tests.ui_support",)
+
 PG_URL = os.environ.get("VM_SYSTEM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 MISSING = "00000000-0000-4000-8000-000000000000"  # a well-formed id that names nothing

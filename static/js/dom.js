@@ -155,6 +155,12 @@ export function showNoticeAt(anchor, message, { level = "ok", timeout = level ==
   return item;
 }
 
+/** Remove every message on the page: the ones next to forms and the ones at the top. */
+export function clearMessages() {
+  for (const slot of document.querySelectorAll(".form-status")) slot.replaceChildren();
+  clearErrors();
+}
+
 /** Remove the message shown next to `anchor`, if any. */
 export function clearAt(anchor) {
   const next = anchor?.nextElementSibling;
@@ -163,9 +169,10 @@ export function clearAt(anchor) {
 
 /**
  * Run an async UI action; on failure show its error next to `near` (or at the top of the page
- * without it). Disables `button` meanwhile.
+ * without it). Disables `button` meanwhile. Messages left by earlier actions are cleared first.
  */
 export async function act(fn, { button, context, near } = {}) {
+  clearMessages(); // what earlier actions said is stale once the user does something else
   if (button) button.disabled = true;
   try {
     return await fn();
@@ -255,4 +262,60 @@ export function watchServer() {
     }
   };
   setTimeout(tick, 0);
+}
+
+// ------------------------------------------------------------------ clipboard
+
+/**
+ * Copy `text` to the clipboard. The async Clipboard API needs a secure context (https or
+ * localhost); elsewhere (a server on a LAN address over http) the older execCommand path works.
+ */
+export async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = h("textarea", { class: "sr-only", readonly: true, "aria-hidden": "true" });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  try {
+    if (!document.execCommand("copy")) throw new Error("the browser refused to copy");
+  } finally {
+    area.remove();
+  }
+}
+
+/**
+ * A small action button whose label is drawn by CSS (`data-label`), not text: copying a block
+ * of output, or reading its text, never picks up the button's words.
+ */
+export function labelButton(label, { title, className = "" } = {}) {
+  return h("button", { type: "button", class: `small label-btn ${className}`.trim(), title: title || label, "aria-label": label, dataset: { label } });
+}
+
+export function setButtonLabel(button, label) {
+  button.dataset.label = label;
+  button.setAttribute("aria-label", label);
+}
+
+/** A label button that copies what `getText()` returns and says so for a moment. */
+export function copyButton(label, getText, { title } = {}) {
+  const button = labelButton(label, { title, className: "copy-btn" });
+  button.addEventListener("click", async () => {
+    try {
+      await copyText(getText());
+      flashLabel(button, "copied ✓", label);
+    } catch (err) {
+      flashLabel(button, "copy failed", label);
+      showError(err, "Could not copy");
+    }
+  });
+  return button;
+}
+
+function flashLabel(button, text, label) {
+  setButtonLabel(button, text);
+  clearTimeout(button._restore);
+  button._restore = setTimeout(() => setButtonLabel(button, label), 1500);
 }

@@ -8,6 +8,8 @@ import { setBanner } from "./dom.js";
 
 const BASE_DELAY_MS = 250;
 const MAX_DELAY_MS = 5000;
+// Replies that say how a request is going without ending it (API.md §12: a queued execution).
+const INTERIM = new Set(["queued"]);
 
 export class SocketError extends Error {
   constructor(code, message, details) {
@@ -62,7 +64,13 @@ export class LiveSocket {
         return;
       }
       if (msg.reply_to !== undefined && msg.reply_to !== null && this.pending.has(msg.reply_to)) {
-        const { resolve, reject } = this.pending.get(msg.reply_to);
+        const { resolve, reject, onInterim } = this.pending.get(msg.reply_to);
+        if (INTERIM.has(msg.type)) {
+          // A progress note (e.g. `queued` before `accepted`): the request is still open.
+          onInterim?.(msg);
+          this.onMessage(msg);
+          return;
+        }
         this.pending.delete(msg.reply_to);
         if (msg.type === "error") reject(new SocketError(msg.error.code, msg.error.message, msg.error.details));
         else resolve(msg);
@@ -92,15 +100,18 @@ export class LiveSocket {
     this.timer = setTimeout(() => this.connect(), delay);
   }
 
-  /** Send a request; resolves with the reply, rejects with a SocketError. */
-  request(msg) {
+  /**
+   * Send a request; resolves with the reply, rejects with a SocketError. Interim replies
+   * (types in INTERIM) go to `onInterim` and leave the request open.
+   */
+  request(msg, { onInterim } = {}) {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       return Promise.reject(new SocketError("DISCONNECTED", "Not connected to the server; reconnecting, try again in a moment"));
     }
     const id = `c${this.nextId++}`;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onInterim });
       ws.send(JSON.stringify({ ...msg, id }));
     });
   }

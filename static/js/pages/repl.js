@@ -1,228 +1,62 @@
 // The session page: a REPL whose output streams over the WebSocket.
 //
-// Streaming and resume: the page keeps one session subscription. `cursor` is the highest event
-// id it has applied; after a reload the recent executions are read over REST first, and after
-// any (re)connect the page subscribes with `after_id = cursor`, so the server replays exactly
-// what it missed. Every event passes through `seen` (event ids) and its block's `lastSeq`, so a
-// replayed or doubly delivered event is never shown twice, and a gap (never expected) is
-// filled from REST before anything after it is shown.
+// Streaming and resume: the page keeps one session subscription. `log.cursor` is the highest
+// event id it has applied; after a reload the recent executions are read over REST first, and
+// after any (re)connect the page subscribes with `after_id = cursor`, so the server replays
+// exactly what it missed (repl/blocks.js shows each event once, in order).
 
 import { get, post } from "../api.js";
 import { LiveSocket } from "../socket.js";
 import { $, h, mainData, fmtDuration, setBadge, showError, showErrorAt, clearAt, act, shortId, closeQuestion, showNotFound } from "../dom.js";
-import { isIncomplete } from "../incomplete.js";
-import { renderEventLine, renderValue, renderException } from "../render.js";
+import { stripAnsi } from "../ansi.js";
+import { createEditor } from "../editor.js";
+import { Log } from "../repl/blocks.js";
+import { InputHistory } from "../repl/history.js";
 
 const SID = mainData("sessionId");
-const RECENT_EXECUTIONS = 30;
-const MAX_LINES_PER_BLOCK = 5000;
-const PAGE = 5000;
-const HISTORY_MAX = 500;
+const RECENT_EXECUTIONS = 30; // shown again after a reload
+const HISTORY_SEED = 100; // stored executions read for the input history
 
-const logEl = $("#repl-log");
-const input = $("#repl-input");
-const form = $("#repl-form");
+const state = { session: null, subscription: null };
+const runBtn = $("#repl-run");
+const announcer = $("#repl-announce");
 
-const state = {
-  session: null,
-  cursor: 0,
-  seen: new Set(),
-  blocks: new Map(),
-  subscription: null,
-};
+const hist = new InputHistory(`vm-system.history.${SID}`);
+const log = new Log($("#repl-log"), { hooks: { cancel: (block) => cancel(block), ended: announceEnd }, historyHref: `/sessions/${SID}/history` });
 
-// ------------------------------------------------------------------ scrolling
+const editor = createEditor({
+  parent: $("#repl-editor"),
+  id: "repl-input",
+  label: "JavaScript input",
+  describedBy: "repl-keys",
+  placeholderText: "Type JavaScript, press Enter",
+  history: hist,
+  onSubmit: () => submitInput(),
+  onCancel: () => cancelRunning(),
+  onClear: () => clearView(),
+});
 
-function nearBottom() {
-  return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 80;
+// ------------------------------------------------------------------ announcements
+//
+// The log is `role="log"` but not live (a flood would be read out line by line); instead each
+// execution that ends while the page is open is summed up once in a polite status region.
+
+function summary(block) {
+  const ex = block.execution;
+  const parts = [`${ex.kind === "repl" || !ex.kind ? "Execution" : ex.kind.replace("_", " ")} ${ex.status} in ${fmtDuration(ex)}`];
+  if (block.lineCount) parts.push(`${block.lineCount.toLocaleString("en-US")} console line${block.lineCount === 1 ? "" : "s"}`);
+  if (ex.result) parts.push(`value ${stripAnsi(ex.result.preview ?? "").slice(0, 120)}`);
+  else if (ex.error) parts.push(ex.error.message || ex.error.code || "error");
+  return parts.join(". ");
 }
 
-function keepBottom(fn) {
-  const stick = nearBottom();
-  fn();
-  if (stick) logEl.scrollTop = logEl.scrollHeight;
+function announceEnd(block) {
+  announcer.textContent = "";
+  // A new text node in the next task is announced even when the text repeats.
+  setTimeout(() => {
+    announcer.textContent = summary(block);
+  }, 50);
 }
-
-// ------------------------------------------------------------------ execution blocks
-
-class Block {
-  constructor(execution) {
-    this.id = execution.id;
-    this.execution = execution;
-    this.lastSeq = 0;
-    this.lines = 0;
-    this.hidden = 0;
-    this.capped = false; // loaded from history and cut: later events are not shown here
-    this.terminal = false;
-    this.backfilling = null;
-    this.pending = [];
-    this.seenAt = Date.now();
-
-    this.statusEl = h("span", { class: "badge" });
-    this.durationEl = h("span", { class: "duration" });
-    this.cancelBtn = h("button", { type: "button", class: "cancel small", onclick: () => cancel(this) }, "Cancel");
-    this.inputEl = h("pre", { class: "exec-input" });
-    this.outEl = h("div", { class: "exec-out" });
-    this.moreEl = h("div", { class: "line more", hidden: true });
-    this.el = h(
-      "article",
-      { class: "exec", dataset: { executionId: this.id }, "aria-label": `Execution ${shortId(this.id)}` },
-      h(
-        "header",
-        { class: "exec-head" },
-        h("span", { class: "kind" }, execution.kind || "repl"),
-        this.statusEl,
-        this.durationEl,
-        h("span", { class: "spacer" }),
-        this.cancelBtn,
-        h("a", { class: "log-link", href: `/executions/${this.id}` }, "full log"),
-      ),
-      this.inputEl,
-      this.outEl,
-      this.moreEl,
-    );
-    this.update(execution);
-  }
-
-  update(execution) {
-    // A record read before the end (e.g. the `accepted` reply) must not undo a later end.
-    if (execution.status === "running" && this.execution.status && this.execution.status !== "running") return;
-    this.execution = { ...this.execution, ...execution };
-    const ex = this.execution;
-    if (ex.kind) this.el.querySelector(".kind").textContent = ex.kind;
-    if (ex.kind === "run_file" && ex.path) {
-      const args = ex.args && Object.keys(ex.args).length ? ` ${JSON.stringify(ex.args)}` : "";
-      this.inputEl.textContent = `run ${ex.path}${args}`;
-      this.inputEl.classList.add("file");
-    } else if (ex.kind === "startup" && ex.path) {
-      this.inputEl.textContent = `startup ${ex.path}`;
-      this.inputEl.classList.add("file");
-    } else if (ex.input != null) {
-      this.inputEl.textContent = ex.input;
-    }
-    const status = ex.status || "running";
-    setBadge(this.statusEl, status);
-    this.el.dataset.status = status;
-    const running = status === "running";
-    this.cancelBtn.hidden = !running;
-    if (!running) this.durationEl.textContent = fmtDuration(ex);
-  }
-
-  tick() {
-    if (this.execution.status !== "running") return;
-    const started = Date.parse(this.execution.started_at);
-    const ms = Math.max(0, Date.now() - (isNaN(started) ? this.seenAt : Math.min(started, Date.now())));
-    this.durationEl.textContent = `${(ms / 1000).toFixed(1)} s…`;
-  }
-
-  showOutcomeFromRecord() {
-    const ex = this.execution;
-    if (this.terminal) return;
-    if (ex.result) this.append(h("div", { class: "line value" }, h("span", { class: "arrow", "aria-hidden": "true" }, "←"), renderValue(ex.result)));
-    else if (ex.error) this.append(renderException(ex.error.message ? ex.error : { message: ex.error.code }));
-    this.terminal = true;
-  }
-
-  append(node) {
-    this.outEl.append(node);
-  }
-
-  /** Apply one event in seq order; an event after a gap waits while REST fills the gap. */
-  apply(ev) {
-    if (ev.seq <= this.lastSeq) return;
-    if (ev.seq > this.lastSeq + 1) {
-      this.pending.push(ev);
-      this.backfill();
-      return;
-    }
-    this.render(ev);
-    if (this.pending.length) this.drain();
-  }
-
-  drain() {
-    this.pending.sort((a, b) => a.seq - b.seq);
-    while (this.pending.length && this.pending[0].seq <= this.lastSeq + 1) {
-      const ev = this.pending.shift();
-      if (ev.seq === this.lastSeq + 1) this.render(ev);
-    }
-    if (this.pending.length) this.backfill();
-  }
-
-  render(ev) {
-    this.lastSeq = ev.seq;
-    if (this.capped) return;
-    if (ev.type === "input_echo") {
-      if (!this.inputEl.textContent) this.inputEl.textContent = ev.payload.text ?? "";
-      return;
-    }
-    if (ev.type === "value" || ev.type === "exception") this.terminal = true;
-    if (ev.type === "console" && this.lines >= MAX_LINES_PER_BLOCK) {
-      this.hidden += 1;
-      this.showMore(`${this.hidden} more line${this.hidden === 1 ? "" : "s"}`);
-      return;
-    }
-    const line = renderEventLine(ev);
-    if (line) {
-      this.lines += 1;
-      this.append(line);
-    }
-  }
-
-  showMore(what) {
-    this.moreEl.hidden = false;
-    this.moreEl.replaceChildren(`… ${what} not shown here — `, h("a", { href: `/executions/${this.id}` }, "open the full log"));
-  }
-
-  backfill() {
-    if (this.backfilling) return;
-    this.backfilling = true;
-    (async () => {
-      try {
-        while (this.pending.length && this.pending[0].seq > this.lastSeq + 1) {
-          const events = await get(`/executions/${this.id}/events?after_seq=${this.lastSeq}&limit=${PAGE}`);
-          keepBottom(() => events.forEach((ev) => acceptEvent(ev)));
-          if (events.length === 0) break;
-          this.pending.sort((a, b) => a.seq - b.seq);
-        }
-      } catch (err) {
-        showError(err, "Could not load missing output");
-      } finally {
-        this.backfilling = false;
-        keepBottom(() => this.drain());
-      }
-    })();
-  }
-}
-
-function ensureBlock(execution) {
-  let block = state.blocks.get(execution.id);
-  if (block) {
-    if (Object.keys(execution).length > 1) block.update(execution);
-    return block;
-  }
-  block = new Block(execution);
-  state.blocks.set(execution.id, block);
-  $("#repl-empty")?.remove();
-  keepBottom(() => logEl.append(block.el));
-  if (!execution.started_at) {
-    // Started elsewhere (CLI, another tab) and first heard of through its events.
-    get(`/executions/${execution.id}`).then((ex) => block.update(ex), (err) => showError(err));
-  }
-  return block;
-}
-
-/** Every event, from REST or the socket, enters here. */
-function acceptEvent(ev) {
-  if (state.seen.has(ev.id)) return;
-  const block = ensureBlock({ id: ev.execution_id });
-  state.seen.add(ev.id);
-  if (ev.id > state.cursor) state.cursor = ev.id;
-  block.apply(ev);
-}
-
-setInterval(() => {
-  for (const b of state.blocks.values()) b.tick();
-}, 200);
 
 // ------------------------------------------------------------------ session header
 
@@ -241,90 +75,17 @@ function renderSession(session) {
   errEl.hidden = !session.last_error;
   errEl.textContent = session.last_error || "";
   const ready = session.status === "ready";
-  input.disabled = !ready;
-  $("#repl-run").disabled = !ready;
+  editor.setEnabled(ready);
+  runBtn.disabled = !ready;
   $("#run-file-form button").disabled = !ready;
   $("#close-session").hidden = session.status === "closed";
-  input.placeholder = ready
-    ? "Type JavaScript, press Enter"
-    : `This session is ${session.status}; it cannot run code. Start a new session from its template.`;
+  $("#new-from-template").hidden = session.status !== "closed" && session.status !== "crashed";
+  editor.setPlaceholder(
+    ready
+      ? "Type JavaScript, press Enter"
+      : `This session is ${session.status}; it cannot run code. Start a new session from its template.`,
+  );
 }
-
-// ------------------------------------------------------------------ input history
-
-const HISTORY_KEY = `vm-system.history.${SID}`;
-
-function loadHistory() {
-  try {
-    const list = JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]");
-    return Array.isArray(list) ? list.filter((x) => typeof x === "string") : [];
-  } catch {
-    return [];
-  }
-}
-
-const hist = { items: loadHistory(), index: -1, draft: "" };
-hist.index = hist.items.length;
-
-function remember(text) {
-  hist.items = loadHistory(); // another tab of this session may have added entries
-  if (hist.items[hist.items.length - 1] !== text) hist.items.push(text);
-  if (hist.items.length > HISTORY_MAX) hist.items = hist.items.slice(-HISTORY_MAX);
-  try {
-    localStorage.setItem(HISTORY_KEY, JSON.stringify(hist.items));
-  } catch {
-    /* storage full or disabled: history stays in memory */
-  }
-  hist.index = hist.items.length;
-  hist.draft = "";
-}
-
-function recall(delta) {
-  if (hist.index === hist.items.length) hist.draft = input.value;
-  const next = hist.index + delta;
-  if (next < 0 || next > hist.items.length) return false;
-  hist.index = next;
-  input.value = next === hist.items.length ? hist.draft : hist.items[next];
-  autosize();
-  const end = input.value.length;
-  input.setSelectionRange(end, end);
-  return true;
-}
-
-function autosize() {
-  input.style.height = "auto";
-  input.style.height = `${Math.min(input.scrollHeight, 320)}px`;
-}
-
-input.addEventListener("input", autosize);
-input.addEventListener("keydown", (e) => {
-  if (e.isComposing) return;
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.shiftKey && !e.altKey) {
-    // Ctrl+Enter / Cmd+Enter: run now, whatever the input looks like.
-    e.preventDefault();
-    submitInput();
-    return;
-  }
-  if (e.key === "Enter" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
-    // Like Node's REPL: an unfinished statement (open bracket, string, trailing operator…)
-    // gets a new line and stays in the editor; anything else runs. Shift+Enter (the
-    // browser's default) always adds a line.
-    if (isIncomplete(input.value)) return;
-    e.preventDefault();
-    submitInput();
-    return;
-  }
-  if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
-  const { selectionStart: s, selectionEnd: end, value } = input;
-  // An entry recalled and not edited is stepped over whole; otherwise the arrows move the
-  // caret inside multi-line input and reach the history only from its first / last line.
-  const browsing = hist.index < hist.items.length && value === hist.items[hist.index];
-  if (e.key === "ArrowUp" && s === end && (browsing || !value.slice(0, s).includes("\n"))) {
-    if (recall(-1)) e.preventDefault();
-  } else if (e.key === "ArrowDown" && s === end && (browsing || !value.slice(end).includes("\n"))) {
-    if (recall(1)) e.preventDefault();
-  }
-});
 
 // ------------------------------------------------------------------ actions
 
@@ -337,8 +98,13 @@ function inlineError(err, context) {
     " ",
     context ? `${context}: ${err.message}` : err.message,
   );
-  keepBottom(() => logEl.append(node));
-  logEl.scrollTop = logEl.scrollHeight;
+  log.el.append(node);
+  log.scrollToEnd();
+}
+
+/** The `execute` message for `text` (where `timers` and `queue` options go, API.md §12). */
+function executeMessage(text) {
+  return { type: "execute", session_id: SID, input: text };
 }
 
 /** Start an execution; a failure is shown next to `near` (a form) or else in the log. */
@@ -346,41 +112,38 @@ async function startExecution(message, restore, near) {
   try {
     const reply = await socket.request(message);
     if (near) clearAt(near);
-    ensureBlock(reply.execution);
-    logEl.scrollTop = logEl.scrollHeight;
+    log.ensure(reply.execution);
+    log.scrollToEnd();
     // The session subscription already carries this execution; drop the duplicate stream.
     socket.send({ type: "unsubscribe", subscription: reply.subscription });
   } catch (err) {
     if (near) showErrorAt(near, err, "Could not run the file");
     else inlineError(err);
-    if (restore && !input.value) {
-      input.value = restore;
-      autosize();
-    }
+    if (restore && !editor.value) editor.value = restore;
   }
 }
 
 function submitInput() {
-  const text = input.value;
+  const text = editor.value;
   if (!text.trim()) return;
   if (!socket.live) {
     inlineError({ code: "DISCONNECTED", message: "Not connected to the server yet; your input is kept — press Enter again once reconnected" });
     return;
   }
-  remember(text);
-  input.value = "";
-  autosize();
-  startExecution({ type: "execute", session_id: SID, input: text }, text);
+  hist.add(text);
+  editor.value = "";
+  startExecution(executeMessage(text), text);
 }
 
-form.addEventListener("submit", (e) => {
+$("#repl-form").addEventListener("submit", (e) => {
   e.preventDefault();
   submitInput();
-  input.focus();
+  editor.focus();
 });
 
 async function cancel(block) {
   block.cancelBtn.disabled = true;
+  editor.focus(); // the Cancel button hides itself: keep the keyboard in the input
   try {
     const reply = socket.live
       ? (await socket.request({ type: "cancel", execution_id: block.id })).execution
@@ -392,6 +155,37 @@ async function cancel(block) {
     block.cancelBtn.disabled = false;
   }
 }
+
+/** Esc / Ctrl+C: cancel the newest running execution; true when there was one. */
+function cancelRunning() {
+  const block = log.running();
+  if (!block) return false;
+  cancel(block);
+  return true;
+}
+
+function clearView() {
+  log.clear();
+  editor.focus();
+}
+
+$("#repl-clear").addEventListener("click", clearView);
+
+// The same keys with the focus in the log (the editor handles its own, see editor.js).
+$("#repl").addEventListener("keydown", (e) => {
+  if (e.defaultPrevented || e.target.closest(".cm-editor")) return;
+  const plain = !e.altKey && !e.metaKey && !e.shiftKey;
+  if (e.key === "Escape" && plain && !e.ctrlKey) {
+    if (cancelRunning()) editor.focus();
+  } else if (plain && e.ctrlKey && e.key === "c" && document.getSelection().isCollapsed) {
+    if (cancelRunning()) e.preventDefault();
+  } else if (plain && e.ctrlKey && e.key === "l") {
+    e.preventDefault();
+    clearView();
+  }
+});
+
+$(".repl-input .prompt").addEventListener("click", () => editor.focus());
 
 $("#run-file-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -414,10 +208,26 @@ $("#run-file-form").addEventListener("submit", (e) => {
 });
 
 $("#close-session").addEventListener("click", (e) => {
-  const running = [...state.blocks.values()].some((b) => b.execution.status === "running");
-  if (!window.confirm(closeQuestion({ id: SID }, { running }))) return;
+  if (!window.confirm(closeQuestion({ id: SID }, { running: Boolean(log.running()) }))) return;
   const near = e.currentTarget.closest(".session-head");
   act(async () => renderSession(await post(`/sessions/${SID}/close`)), { button: e.currentTarget, context: "Close failed", near });
+});
+
+$("#new-from-template").addEventListener("click", (e) => {
+  const s = state.session;
+  const near = e.currentTarget.closest(".session-head");
+  act(
+    async () => {
+      const created = await post("/sessions", {
+        template_id: s.vm_id,
+        worktree_path: s.worktree_path,
+        workspace_id: s.workspace_id,
+        base_commit_oid: s.base_commit_oid,
+      });
+      window.location.href = `/sessions/${created.id}`;
+    },
+    { button: e.currentTarget, context: "Could not create the session", near },
+  );
 });
 
 // ------------------------------------------------------------------ live connection
@@ -432,11 +242,14 @@ function onMessage(msg) {
   if (msg.subscription !== state.subscription) return;
   switch (msg.type) {
     case "events":
-      keepBottom(() => msg.events.forEach((ev) => acceptEvent({ ...ev, execution_id: ev.execution_id || msg.execution_id })));
+      log.keepBottom(() => log.accept(msg.events.map((ev) => (ev.execution_id ? ev : { ...ev, execution_id: msg.execution_id }))));
       break;
-    case "execution":
-      ensureBlock(msg.execution);
+    case "execution": {
+      const ex = msg.execution;
+      log.ensure(ex);
+      if (ex.kind === "repl" && ex.input && ex.started_at) hist.merge([{ text: ex.input, at: Date.parse(ex.started_at) }]);
       break;
+    }
     case "session":
       renderSession(msg.session);
       break;
@@ -447,12 +260,12 @@ function onMessage(msg) {
 
 async function onOpen() {
   state.subscription = null;
-  const reply = await socket.request({ type: "subscribe", session_id: SID, after_id: state.cursor });
+  const reply = await socket.request({ type: "subscribe", session_id: SID, after_id: log.cursor });
   state.subscription = reply.subscription;
   // What may have changed while we were away: the session's status and how running
   // executions ended (their events are being replayed by the subscription itself).
   renderSession(await get(`/sessions/${SID}`));
-  const running = [...state.blocks.values()].filter((b) => b.execution.status === "running");
+  const running = [...log.blocks.values()].filter((b) => b.running);
   await Promise.all(running.map(async (b) => b.update(await get(`/executions/${b.id}`))));
 }
 
@@ -469,38 +282,18 @@ window.__vmDropSocket = () => socket.drop();
 
 // ------------------------------------------------------------------ start
 
-async function loadEvents(block) {
-  const ended = block.execution.status !== "running";
-  for (;;) {
-    const limit = ended ? MAX_LINES_PER_BLOCK : PAGE;
-    const events = await get(`/executions/${block.id}/events?after_seq=${block.lastSeq}&limit=${limit}`);
-    events.forEach((ev) => acceptEvent(ev));
-    if (events.length < limit) return;
-    if (ended) {
-      // Long finished output: show the start here, the rest on the execution's own page.
-      const total = block.execution.metrics?.event_count;
-      block.capped = true;
-      block.showMore(total ? `${total - block.lastSeq} more events` : "more events");
-      block.showOutcomeFromRecord();
-      return;
-    }
-  }
-}
-
 async function start() {
   try {
     renderSession(await get(`/sessions/${SID}`));
-    const executions = await get(`/executions?session_id=${SID}&limit=${RECENT_EXECUTIONS}`);
-    if (executions.length === RECENT_EXECUTIONS) {
-      logEl.prepend(
+    const executions = await get(`/executions?session_id=${SID}&limit=${HISTORY_SEED}`);
+    hist.merge(executions.filter((ex) => ex.kind === "repl" && ex.input).map((ex) => ({ text: ex.input, at: Date.parse(ex.started_at) })));
+    if (executions.length > RECENT_EXECUTIONS) {
+      log.el.prepend(
         h("p", { class: "repl-older" }, "Older executions are in the ", h("a", { href: `/sessions/${SID}/history` }, "history"), "."),
       );
     }
-    for (const ex of executions.reverse()) {
-      const block = ensureBlock(ex);
-      await loadEvents(block);
-    }
-    logEl.scrollTop = logEl.scrollHeight;
+    for (const ex of executions.slice(0, RECENT_EXECUTIONS).reverse()) await log.ensure(ex).load();
+    log.scrollToEnd();
   } catch (err) {
     if (err.status === 404 && !state.session) {
       // A well-formed id the server does not know: no REPL to connect, nothing to retry.
@@ -511,7 +304,7 @@ async function start() {
     if (err.status === 404 || err.status === 400) return;
   }
   socket.connect();
-  input.focus();
+  editor.focus();
 }
 
 start();

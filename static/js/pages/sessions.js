@@ -11,12 +11,33 @@ const tableWrap = body.closest(".table-wrap");
 const params = new URLSearchParams(window.location.search);
 if (params.get("status")) filter.value = params.get("status");
 
+// The default view lists the sessions that can run code; crashed and closed ones (a failed
+// "Create session" leaves a crashed row) are one filter away. A session closed from this page
+// stays in view, marked closed, until the page is loaded again.
+const ACTIVE = new Set(["ready", "starting"]);
+const closedHere = new Set();
+
+function wanted(s, status) {
+  if (status === "any") return true;
+  if (status) return s.status === status;
+  return ACTIVE.has(s.status) || closedHere.has(s.id);
+}
+
 async function loadSessions() {
   const status = filter.value;
+  const note = $("#sessions-hidden");
   try {
-    const sessions = await get(`/sessions${status ? `?status=${encodeURIComponent(status)}` : ""}`);
+    const all = await get("/sessions");
+    const sessions = all.filter((s) => wanted(s, status));
+    const hidden = status ? 0 : all.length - sessions.length;
+    note.hidden = hidden === 0;
+    note.replaceChildren(
+      `${hidden} crashed or closed session${hidden === 1 ? " is" : "s are"} not listed. `,
+      h("button", { type: "button", class: "small", onclick: () => setFilter("any") }, "Show all sessions"),
+    );
     if (sessions.length === 0) {
-      body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, status ? `No ${status} sessions.` : "No sessions yet. Create one above.")));
+      const what = status === "any" ? "" : `${status || "active"} `;
+      body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, all.length ? `No ${what}sessions.` : "No sessions yet. Create one above.")));
       return;
     }
     body.replaceChildren(...sessions.map(row));
@@ -41,6 +62,7 @@ function row(s) {
               act(
                 async () => {
                   await post(`/sessions/${s.id}/close`);
+                  closedHere.add(s.id);
                   clearAt(tableWrap);
                   await loadSessions();
                 },
@@ -84,13 +106,16 @@ async function loadTemplates() {
   }
 }
 
-filter.addEventListener("change", () => {
+function setFilter(value) {
+  filter.value = value;
   const url = new URL(window.location.href);
-  if (filter.value) url.searchParams.set("status", filter.value);
+  if (value) url.searchParams.set("status", value);
   else url.searchParams.delete("status");
   history.replaceState(null, "", url);
   loadSessions();
-});
+}
+
+filter.addEventListener("change", () => setFilter(filter.value));
 
 $("#create-session").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -106,7 +131,7 @@ $("#create-session").addEventListener("submit", (e) => {
       window.location.href = `/sessions/${s.id}`;
     },
     { button: f.querySelector("button[type=submit]"), context: "Could not create the session", near: f },
-  );
+  ).then(loadSessions); // a failed start leaves a crashed row: the count of hidden ones changes
 });
 
 onReconnect(() => {
