@@ -19,6 +19,7 @@ from server.http import rest
 from server.http.keys import MAX_BODY, SERVICES
 from server.http.middleware import make_middlewares
 from server.pipeline.bus import EventBus
+from server.pipeline.feeds import FeedSource
 from server.pipeline.writer import EventWriter
 from server.runtime.supervisor import WorkerPool
 from server.store.store import Store
@@ -101,6 +102,7 @@ def _services(settings, st, bus, templates, sessions):  # type: ignore[no-untype
         templates=templates,
         sessions=sessions,
         executions=ExecutionService(st, sessions),
+        feeds=FeedSource(live=bus, stored=st),
     )
 
 

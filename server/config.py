@@ -33,6 +33,19 @@ def normalize_db_url(value: str) -> str:
     return "sqlite:///" + str(Path(value).expanduser().resolve())
 
 
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = DEFAULT_LISTEN
@@ -43,7 +56,12 @@ class Settings:
     idle_timeout_s: float = 0.0  # 0 = sessions never expire
     token: str | None = None
     allowed_origins: tuple[str, ...] = ()
-    ws_queue_frames: int = 1024
+    allowed_hosts: tuple[str, ...] = ()
+    no_token: bool = False
+    max_connections: int = 1000
+    max_file_bytes: int = 10 * 1024 * 1024
+    header_timeout_s: float = 10.0
+    ws_queue_bytes: int = 16 * 1024 * 1024
     ws_heartbeat_s: float = 30.0
     cancel_grace_s: float = 0.2
     log_level: str = "INFO"
@@ -72,11 +90,14 @@ class Settings:
             "VM_SYSTEM_MAX_SESSIONS": ("max_sessions", int),
             "VM_SYSTEM_IDLE_TIMEOUT": ("idle_timeout_s", float),
             "VM_SYSTEM_TOKEN": ("token", str),
-            "VM_SYSTEM_ALLOWED_ORIGINS": (
-                "allowed_origins",
-                lambda v: tuple(o.strip() for o in v.split(",") if o.strip()),
-            ),
+            "VM_SYSTEM_ALLOWED_ORIGINS": ("allowed_origins", _split_list),
             "VM_SYSTEM_LOG_LEVEL": ("log_level", str),
+            "VM_SYSTEM_ALLOWED_HOSTS": ("allowed_hosts", _split_list),
+            "VM_SYSTEM_NO_TOKEN": ("no_token", _parse_bool),
+            "VM_SYSTEM_MAX_CONNECTIONS": ("max_connections", int),
+            "VM_SYSTEM_MAX_FILE_BYTES": ("max_file_bytes", int),
+            "VM_SYSTEM_HEADER_TIMEOUT": ("header_timeout_s", float),
+            "VM_SYSTEM_WS_QUEUE_BYTES": ("ws_queue_bytes", int),
         }
         for var, (name, conv) in mapping.items():
             raw = env.get(var)
@@ -92,8 +113,8 @@ class Settings:
                 value = normalize_db_url(value)
             elif name == "cache_dir":
                 value = Path(value).expanduser().resolve()
-            elif name == "allowed_origins" and isinstance(value, str):
-                value = tuple(o.strip() for o in value.split(",") if o.strip())
+            elif name in ("allowed_origins", "allowed_hosts") and isinstance(value, str):
+                value = _split_list(value)
             values[name] = value
         settings = replace(cls(), **values)
         settings.validate()
@@ -102,8 +123,12 @@ class Settings:
     def validate(self) -> None:
         parse_listen(self.listen)
         for f in fields(self):
-            if f.name in ("max_body_bytes", "max_sessions", "ws_queue_frames"):
+            if f.name in ("max_body_bytes", "max_sessions", "max_file_bytes", "ws_queue_bytes"):
                 if getattr(self, f.name) < 0:
                     raise ConfigError(f"{f.name} must be zero or positive")
+        if self.max_connections < 1:
+            raise ConfigError("max connections must be at least 1")
+        if self.header_timeout_s <= 0:
+            raise ConfigError("header timeout must be positive")
         if self.idle_timeout_s < 0:
             raise ConfigError("idle timeout must be zero or positive (0 disables it)")

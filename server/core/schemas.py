@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Integers travel to JavaScript and SQL: keep them within what both represent exactly.
 MAX_INT = 2**53 - 1
+# Path fields answer a NUL with INVALID_PATH (422) from the path checks, not the generic 400.
+NUL_CHECKED_BY_SERVICE = frozenset({"path", "worktree_path"})
 
 
 class Strict(BaseModel):

@@ -12,9 +12,10 @@ from typing import Any
 from server import errors
 from server.clock import now_iso
 from server.config import Settings
+from server.core.params import parse_uuid
 from server.core.paths import check_worktree, read_worktree_file
 from server.core.schemas import SessionCreate
-from server.core.templates import TemplateService, parse_uuid
+from server.core.templates import TemplateService
 from server.pipeline.bus import EventBus
 from server.pipeline.executions import ExecRequest, ExecutionPipeline, LiveSession
 from server.pipeline.writer import EventWriter
@@ -192,8 +193,14 @@ class SessionService:
                     )
                 )
             libs.append((info.name, str(libraries.cache_path(self.settings.cache_dir, info))))
+        cap = self.settings.max_file_bytes
         sources = [
-            (f["path"], read_worktree_file(live.worktree, f["path"], session_id=live.id))
+            (
+                f["path"],
+                await asyncio.to_thread(
+                    read_worktree_file, live.worktree, f["path"], max_bytes=cap, session_id=live.id
+                ),
+            )
             for f in detail["startup_files"]
         ]
         live.init_config = {

@@ -51,13 +51,6 @@ def check_template_name(raw: str, **details: Any) -> str:
     return name
 
 
-def parse_uuid(value: str, kind: str) -> str:
-    try:
-        return str(uuid.UUID(value.strip()))
-    except (ValueError, AttributeError, TypeError):
-        raise errors.ValidationError(f"{kind}_id must be a valid UUID", **{f"{kind}_id": value}) from None
-
-
 def _shape_template(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],

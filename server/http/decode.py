@@ -9,6 +9,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from server import errors
+from server.core.params import check_json_value
+from server.core.schemas import NUL_CHECKED_BY_SERVICE
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,7 +43,10 @@ def parse_json_object(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _DuplicateKey as exc:
+        check_json_value(exc.args[0], what="request body's keys")
         raise errors.InvalidRequest(f"duplicate key {exc.args[0]!r} in request body") from None
+    except RecursionError:
+        raise errors.InvalidRequest("request body is nested too deeply") from None
     except ValueError as exc:
         msg = str(exc)
         if msg.startswith("Extra data"):
@@ -64,6 +69,7 @@ def decode_body(raw: bytes, model: type[M], **details: Any) -> M:
 
 def validate_fields(data: dict[str, Any], model: type[M], **details: Any) -> M:
     """Check a decoded object against ``model`` (REST bodies and WebSocket messages alike)."""
+    check_json_value(data, nul_checked_by_service=NUL_CHECKED_BY_SERVICE)
     fields = model.model_fields
     for key in data:
         if key not in fields:

@@ -7,11 +7,14 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from server import errors
+from server.core.params import printable
 from server.http.keys import MAX_BODY
 
 log = logging.getLogger("vm_system.http")
@@ -22,13 +25,29 @@ REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def json_response(data: object, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        # Only text that is not valid Unicode (a lone surrogate echoed from a request) gets
+        # here: answer with U+FFFD in its place rather than fail the response.
+        body = orjson.dumps(_replace_surrogates(data))
     return web.Response(
-        body=orjson.dumps(data),
+        body=body,
         status=status,
         content_type="application/json",
         charset="utf-8",
         headers=headers,
     )
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_surrogates(v) for v in value]
+    return value
 
 
 def error_response(exc: errors.DomainError, headers: dict[str, str] | None = None) -> web.Response:
@@ -49,6 +68,8 @@ def make_middlewares(token: str | None) -> list[Callable[..., Awaitable[web.Stre
             response = await handler(request)
         except errors.DomainError as exc:
             response = error_response(exc)
+        except RequestPayloadError as exc:
+            response = _unreadable_body(exc, request)
         except web.HTTPException as exc:
             if not is_api and exc.status < 500:
                 raise
@@ -71,6 +92,17 @@ def make_middlewares(token: str | None) -> list[Callable[..., Awaitable[web.Stre
         return response
 
     return [request_context]
+
+
+def _unreadable_body(exc: RequestPayloadError, request: web.Request) -> web.Response:
+    """A body aiohttp could not decode (a bad ``Content-Encoding``, broken chunking)."""
+    reason = getattr(exc.__cause__, "message", None) or str(exc)
+    response = error_response(errors.InvalidRequest(f"request body could not be read: {reason}"))
+    # The rest of the body cannot be trusted to end where it should: end the body here (so
+    # aiohttp does not try to drain it) and close the connection after this answer.
+    request.content.feed_eof()
+    response.force_close()
+    return response
 
 
 def _check_token(request: web.Request, token: str) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from server import __version__
 from server.core import schemas as s
-from server.core.templates import parse_uuid
+from server.core.params import parse_uuid
 from server.events import events_array
 from server.http.decode import decode_body
 from server.http.keys import SERVICES

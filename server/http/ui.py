@@ -7,7 +7,6 @@ errors, in the same envelope).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from aiohttp import web
 import server
 from server import __version__
 from server.config import Settings
+from server.core.params import is_uuid
 from server.http.middleware import API_PREFIX
 
 ROOT = Path(server.__file__).resolve().parent.parent
@@ -34,14 +34,6 @@ _BACK = {
     "session": ("/sessions", "All sessions"),
     "execution": ("/sessions", "All sessions"),
 }
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _not_found(
@@ -78,7 +70,7 @@ def _page(template: str, title: str, nav: str, *ids: str) -> PageHandler:
     async def handler(request: web.Request) -> web.StreamResponse:
         for name in ids:
             value = request.match_info[name]
-            if not _is_uuid(value):
+            if not is_uuid(value):
                 kind = name.removesuffix("_id")
                 return _not_found(
                     request,
