@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,6 +24,16 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
         raise ConfigError(f"listen address must look like HOST:PORT, e.g. 127.0.0.1:3210: {value!r}")
     return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def is_loopback_name(name: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1."""
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def normalize_db_url(value: str) -> str:
@@ -73,6 +85,16 @@ class Settings:
     @property
     def port(self) -> int:
         return parse_listen(self.listen)[1]
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        return is_loopback_name(self.host)
+
+    def with_generated_token(self) -> Settings:
+        """A random token when listening beyond loopback without one (unless ``no_token``)."""
+        if self.token or self.no_token or self.listens_on_loopback:
+            return self
+        return replace(self, token=secrets.token_urlsafe(24))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -126,6 +148,8 @@ class Settings:
             if f.name in ("max_body_bytes", "max_sessions", "max_file_bytes", "ws_queue_bytes"):
                 if getattr(self, f.name) < 0:
                     raise ConfigError(f"{f.name} must be zero or positive")
+        if self.token and self.no_token:
+            raise ConfigError("--token and --no-token contradict each other; give one")
         if self.max_connections < 1:
             raise ConfigError("max connections must be at least 1")
         if self.header_timeout_s <= 0:

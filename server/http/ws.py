@@ -14,7 +14,6 @@ import logging
 import weakref
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -25,7 +24,6 @@ from server.core.params import message_cursor, message_str, parse_uuid
 from server.core.schemas import ReplRequest, RunFileRequest
 from server.http.decode import validate_fields
 from server.http.keys import SERVICES
-from server.http.middleware import error_response
 from server.http.rest import EXTRA_ROUTES
 from server.pipeline.feeds import ExecutionFeed, Feed, SessionFeed
 from server.services import Services
@@ -282,27 +280,11 @@ def _body_of(msg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {**{k: msg[k] for k in keys if k in msg}, "wait": False}
 
 
-def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
-    origin = request.headers.get("Origin")
-    if not origin:
-        return True  # not a browser: programs and the CLI send no Origin
-    if "*" in allowed or origin in allowed:
-        return True
-    return urlsplit(origin).netloc.lower() == (request.host or "").lower()
-
-
 def setup(app: web.Application, settings: Settings) -> None:
     hub: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
     app[HUB] = hub
 
     async def ws_handler(request: web.Request) -> web.StreamResponse:
-        if not origin_allowed(request, settings.allowed_origins):
-            return error_response(
-                errors.Forbidden(
-                    f"WebSocket origin {request.headers.get('Origin')!r} is not allowed; "
-                    "start the server with --allowed-origins to permit it"
-                )
-            )
         ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=1 << 20)
         await ws.prepare(request)
         hub.add(ws)
