@@ -110,6 +110,12 @@ def check_json_value(
                 raise errors.InvalidRequest(
                     f"field {path or 'value'!r} in the {what} is not a finite number", field=path
                 )
+            if item.is_integer() and abs(item) > JS_SAFE_INT:
+                raise errors.InvalidRequest(
+                    f"field {path or 'value'!r} in the {what} is an integer outside ±(2^53-1), "
+                    "which JavaScript cannot represent exactly; send it as a string",
+                    field=path,
+                )
         elif isinstance(item, dict | list):
             if depth >= MAX_JSON_DEPTH:
                 raise errors.InvalidRequest(

@@ -60,7 +60,7 @@ def read_worktree_file(worktree: str, rel: str, *, max_bytes: int = 0, **details
         fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise _unreadable(rel, exc, details) from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         with contextlib.suppress(OSError):  # /proc is Linux's; elsewhere the first check stands
             _check_inside(root, os.readlink(f"/proc/self/fd/{fd}"), rel, details)
         st = os.fstat(fd)
@@ -72,6 +72,10 @@ def read_worktree_file(worktree: str, rel: str, *, max_bytes: int = 0, **details
             )
         if max_bytes and st.st_size > max_bytes:
             raise _too_large(rel, st.st_size, max_bytes, details)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         try:
             data = f.read(max_bytes + 1) if max_bytes else f.read()
         except OSError as exc:

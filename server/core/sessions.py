@@ -80,7 +80,7 @@ class SessionService:
             raise errors.ValidationError(
                 f"status must be one of {', '.join(SESSION_STATUSES)}, got {status!r}"
             )
-        vm = parse_uuid(template_id, "template") if template_id else None
+        vm = parse_uuid(template_id, "template") if template_id is not None else None
         rows = await self.store.list_sessions(status=status, template_id=vm)
         return [dict(self.live[r["id"]].row) if r["id"] in self.live else r for r in rows]
 

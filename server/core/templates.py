@@ -10,6 +10,9 @@ from typing import Any
 from server import errors
 from server.clock import now_iso
 from server.core.paths import clean_relative_path
+from server.core.schemas import CAPABILITY_KINDS as CAPABILITY_KINDS
+from server.core.schemas import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from server.core.schemas import MIN_MEM_MB as MIN_MEM_MB
 from server.core.schemas import (
     CapabilityCreate,
     Limits,
@@ -23,10 +26,7 @@ from server.runtime import libraries, modules
 from server.store.store import Store
 
 SUPPORTED_ENGINES = ("quickjs",)
-MAX_NAME_LENGTH = 200
-MIN_MEM_MB = 8
 SUPPORTED_STARTUP_MODES = ("eval",)
-CAPABILITY_KINDS = ("module", "global", "fs", "net", "env")
 
 
 def default_settings() -> dict[str, Any]:

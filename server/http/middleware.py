@@ -16,7 +16,7 @@ from server import errors
 from server.config import Settings
 from server.core.params import printable
 from server.http.access import API_PREFIX, check_request, mask_token
-from server.http.keys import MAX_BODY
+from server.http.keys import ALLOW_BY_PATH, MAX_BODY
 
 log = logging.getLogger("vm_system.http")
 
@@ -111,7 +111,7 @@ def _unreadable_body(exc: RequestPayloadError, request: web.Request) -> web.Resp
 
 def _http_exception(exc: web.HTTPException, request: web.Request) -> web.Response:
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = sorted(exc.allowed_methods)
+        allowed = sorted(request.app.get(ALLOW_BY_PATH, {}).get(request.path) or exc.allowed_methods)
         err: errors.DomainError = errors.MethodNotAllowed(
             f"method {request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}",
             allowed=allowed,
