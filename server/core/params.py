@@ -67,6 +67,8 @@ def message_cursor(msg: dict[str, Any], key: str) -> int | None:
     value = msg.get(key)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 5.0 is the integer 5, as in REST bodies
     if isinstance(value, bool) or not isinstance(value, int):
         raise errors.ValidationError(f"{key} must be a non-negative integer", field=key)
     return _bounded(value, key, 0, None)
