@@ -29,4 +29,6 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 3210
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:3210/api/v1/health').status != 200)"
+# Beyond loopback the server generates a token at start and logs the URL to open (docker logs);
+# set VM_SYSTEM_TOKEN to choose it.
 CMD ["vm-system", "serve", "--listen", "0.0.0.0:3210"]

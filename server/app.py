@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -15,11 +16,13 @@ from server.config import Settings
 from server.core.executions import ExecutionService
 from server.core.sessions import SessionService
 from server.core.templates import TemplateService
-from server.http import rest
+from server.http import rest, transport
+from server.http.access import add_security_headers
 from server.http.keys import MAX_BODY, SERVICES
 from server.http.middleware import make_middlewares
 from server.pipeline.bus import EventBus
 from server.pipeline.executions import ExecutionPipeline
+from server.pipeline.feeds import FeedSource
 from server.pipeline.writer import EventWriter
 from server.runtime.supervisor import WorkerPool
 from server.store.store import Store
@@ -36,8 +39,11 @@ CHECKPOINT_WAL_CAP = 64 * 1024 * 1024  # ...or the log is this large: checkpoint
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
     """Build the server. ``store`` may be given by tests that inject faults."""
     app = web.Application(
-        middlewares=make_middlewares(settings.token),
+        middlewares=make_middlewares(settings),
         client_max_size=settings.max_body_bytes,
+        # One request log line, ours (with the request id and the token masked), whatever
+        # runner serves the app: aiohttp's access log would write ?token= in clear.
+        handler_args={"access_log": None},
     )
     app[MAX_BODY] = settings.max_body_bytes
     app[STORE] = store if store is not None else Store(settings.db_url)
@@ -91,6 +97,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         await writer.flush()
 
     app.cleanup_ctx.extend([store_ctx, runtime_ctx, services_ctx])
+    app.on_response_prepare.append(add_security_headers)
     rest.add_routes(app)
     _optional_transports(app, settings)
     return app
@@ -106,6 +113,7 @@ def _services(settings, st, bus, templates, sessions):  # type: ignore[no-untype
         templates=templates,
         sessions=sessions,
         executions=ExecutionService(st, sessions),
+        feeds=FeedSource(live=bus, stored=st),
     )
 
 
@@ -138,23 +146,37 @@ async def _checkpoint_loop(st: Store) -> None:
 
 
 def run_server(settings: Settings) -> None:
+    """``vm-system serve``: generate a token if needed, then serve until SIGINT/SIGTERM."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    generated = settings.token is None
+    settings = settings.with_generated_token()
     app = create_app(settings)
-    log.info(
-        "vm-system listening on http://%s:%s (db: %s)",
-        settings.host,
-        settings.port,
-        settings.db_url.split("://", 1)[0],
-    )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=10,
-    )
+
+    def ready() -> None:
+        log.info(
+            "vm-system listening on http://%s:%s (db: %s)",
+            _url_host(settings.host),
+            settings.port,
+            settings.db_url.split("://", 1)[0],
+        )
+        if settings.token is None and not settings.listens_on_loopback:
+            log.warning("no token (--no-token): anyone who can reach this address can run code here")
+        elif settings.token is not None and generated:
+            # The one place a token is written out, as Jupyter does: the operator needs it.
+            hosts = (
+                [socket.gethostname(), "127.0.0.1"] if settings.host in ("0.0.0.0", "::") else [settings.host]
+            )
+            urls = "\n".join(
+                f"    http://{_url_host(h)}:{settings.port}/?token={settings.token}" for h in hosts
+            )
+            log.warning("a token was generated for this server; open the UI at\n%s", urls)
+
+    transport.run(app, settings, on_ready=ready)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

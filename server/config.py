@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,21 +18,22 @@ class ConfigError(ValueError):
     """A setting has a value the server cannot use."""
 
 
-def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected on/off, true/false, yes/no or 1/0")
-
-
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::1]:3210`` for IPv6) into its parts."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
         raise ConfigError(f"listen address must look like HOST:PORT, e.g. 127.0.0.1:3210: {value!r}")
     return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def is_loopback_name(name: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1."""
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def normalize_db_url(value: str) -> str:
@@ -40,6 +43,19 @@ def normalize_db_url(value: str) -> str:
     if "://" in value:
         return value
     return "sqlite:///" + str(Path(value).expanduser().resolve())
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,12 @@ class Settings:
     idle_timeout_s: float = 0.0  # 0 = sessions never expire
     token: str | None = None
     allowed_origins: tuple[str, ...] = ()
-    ws_queue_frames: int = 1024
+    allowed_hosts: tuple[str, ...] = ()
+    no_token: bool = False
+    max_connections: int = 1000
+    max_file_bytes: int = 10 * 1024 * 1024
+    header_timeout_s: float = 10.0
+    ws_queue_bytes: int = 16 * 1024 * 1024
     ws_heartbeat_s: float = 30.0
     cancel_grace_s: float = 0.2
     checkpoints: bool = True  # keep a forked checkpoint per session (rollback, fork, completion)
@@ -65,6 +86,16 @@ class Settings:
     @property
     def port(self) -> int:
         return parse_listen(self.listen)[1]
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        return is_loopback_name(self.host)
+
+    def with_generated_token(self) -> Settings:
+        """A random token when listening beyond loopback without one (unless ``no_token``)."""
+        if self.token or self.no_token or self.listens_on_loopback:
+            return self
+        return replace(self, token=secrets.token_urlsafe(24))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -82,12 +113,15 @@ class Settings:
             "VM_SYSTEM_MAX_SESSIONS": ("max_sessions", int),
             "VM_SYSTEM_IDLE_TIMEOUT": ("idle_timeout_s", float),
             "VM_SYSTEM_TOKEN": ("token", str),
-            "VM_SYSTEM_ALLOWED_ORIGINS": (
-                "allowed_origins",
-                lambda v: tuple(o.strip() for o in v.split(",") if o.strip()),
-            ),
+            "VM_SYSTEM_ALLOWED_ORIGINS": ("allowed_origins", _split_list),
             "VM_SYSTEM_LOG_LEVEL": ("log_level", str),
-            "VM_SYSTEM_CHECKPOINTS": ("checkpoints", _flag),
+            "VM_SYSTEM_CHECKPOINTS": ("checkpoints", _parse_bool),
+            "VM_SYSTEM_ALLOWED_HOSTS": ("allowed_hosts", _split_list),
+            "VM_SYSTEM_NO_TOKEN": ("no_token", _parse_bool),
+            "VM_SYSTEM_MAX_CONNECTIONS": ("max_connections", int),
+            "VM_SYSTEM_MAX_FILE_BYTES": ("max_file_bytes", int),
+            "VM_SYSTEM_HEADER_TIMEOUT": ("header_timeout_s", float),
+            "VM_SYSTEM_WS_QUEUE_BYTES": ("ws_queue_bytes", int),
         }
         for var, (name, conv) in mapping.items():
             raw = env.get(var)
@@ -103,8 +137,8 @@ class Settings:
                 value = normalize_db_url(value)
             elif name == "cache_dir":
                 value = Path(value).expanduser().resolve()
-            elif name == "allowed_origins" and isinstance(value, str):
-                value = tuple(o.strip() for o in value.split(",") if o.strip())
+            elif name in ("allowed_origins", "allowed_hosts") and isinstance(value, str):
+                value = _split_list(value)
             values[name] = value
         settings = replace(cls(), **values)
         settings.validate()
@@ -113,8 +147,14 @@ class Settings:
     def validate(self) -> None:
         parse_listen(self.listen)
         for f in fields(self):
-            if f.name in ("max_body_bytes", "max_sessions", "ws_queue_frames"):
+            if f.name in ("max_body_bytes", "max_sessions", "max_file_bytes", "ws_queue_bytes"):
                 if getattr(self, f.name) < 0:
                     raise ConfigError(f"{f.name} must be zero or positive")
+        if self.token and self.no_token:
+            raise ConfigError("--token and --no-token contradict each other; give one")
+        if self.max_connections < 1:
+            raise ConfigError("max connections must be at least 1")
+        if self.header_timeout_s <= 0:
+            raise ConfigError("header timeout must be positive")
         if self.idle_timeout_s < 0:
             raise ConfigError("idle timeout must be zero or positive (0 disables it)")

@@ -77,6 +77,10 @@ class ExecutionNotRunning(DomainError):
     code, status = "EXECUTION_NOT_RUNNING", 409
 
 
+class RequestTimeout(DomainError):
+    code, status = "REQUEST_TIMEOUT", 408
+
+
 class PayloadTooLarge(DomainError):
     code, status = "PAYLOAD_TOO_LARGE", 413
 
@@ -115,6 +119,10 @@ class EngineUnsupported(DomainError):
 
 class TooManySessions(DomainError):
     code, status = "TOO_MANY_SESSIONS", 503
+
+
+class TooManyConnections(DomainError):
+    code, status = "TOO_MANY_CONNECTIONS", 503
 
 
 class Internal(DomainError):

@@ -9,6 +9,7 @@ from server.core.executions import ExecutionService
 from server.core.sessions import SessionService
 from server.core.templates import TemplateService
 from server.pipeline.bus import EventBus
+from server.pipeline.feeds import FeedSource
 from server.store.store import Store
 
 
@@ -20,3 +21,4 @@ class Services:
     templates: TemplateService
     sessions: SessionService
     executions: ExecutionService
+    feeds: FeedSource

@@ -328,14 +328,17 @@ async def test_a_token_given_once_in_the_url_is_used_for_rest_and_the_socket(
     sid = await ui.session()
     await page.goto(ui.url(f"/sessions/{sid}?token=s3cret"))
     await page.locator("#conn-state[data-state=live]").wait_for()
-    assert "token" not in page.url  # kept in sessionStorage, not in the address bar
+    assert "token" not in page.url  # kept in a cookie, not in the address bar
+    (cookie,) = await page.context.cookies()
+    assert cookie["value"] == "s3cret" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert await page.evaluate("document.cookie") == ""  # out of reach of any script
     block = await run(page, "6 * 7")
     assert (await block.locator(".line.value").inner_text()).split()[-1] == "42"
     await page.get_by_role("link", name="Sessions", exact=True).first.click()
     await page.locator(f"tr[data-session-id='{sid}']").wait_for()
 
     # Without the token the API's own UNAUTHORIZED message is shown, not an empty page.
-    await page.evaluate("sessionStorage.clear()")
+    await page.context.clear_cookies()
     await page.reload()
     alert = page.locator(".flash.error", has_text="UNAUTHORIZED").first
     await alert.wait_for()

@@ -285,7 +285,7 @@ async def test_foreign_origin_is_refused(api, aiohttp_client, settings):
 
 async def test_slow_reader_is_closed_with_4008_and_resumes_losslessly(aiohttp_client, settings, worktree):
 
-    client = await aiohttp_client(create_app(replace(settings, ws_queue_frames=2)))
+    client = await aiohttp_client(create_app(replace(settings, ws_queue_bytes=2048)))
     api = Api(client, worktree)
     s = await _unlimited_session(api)
     n = 30_000

@@ -69,7 +69,11 @@ def main() -> None:
 @click.option("--max-sessions", type=int, help="Maximum live sessions (0 = unlimited).")
 @click.option("--idle-timeout", type=float, help="Close sessions idle this many seconds (0 = off).")
 @click.option("--token", help="Require this bearer token on every request.")
-@click.option("--allowed-origins", help="Comma-separated browser origins allowed on the WebSocket.")
+@click.option("--allowed-origins", help="Comma-separated extra browser origins allowed to call the API.")
+@click.option("--allowed-hosts", help="Comma-separated extra Host names answered on a loopback address.")
+@click.option("--no-token", is_flag=True, default=None, help="Listen beyond loopback without a token.")
+@click.option("--max-connections", type=int, help="Open connections allowed (default 1000).")
+@click.option("--max-file-bytes", type=int, help="Largest run-file/startup file (default 10 MiB).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 @pass_state
 def serve(
@@ -81,6 +85,10 @@ def serve(
     idle_timeout: float | None,
     token: str | None,
     allowed_origins: str | None,
+    allowed_hosts: str | None,
+    no_token: bool | None,
+    max_connections: int | None,
+    max_file_bytes: int | None,
     log_level: str | None,
 ) -> None:
     """Run the API server."""
@@ -97,6 +105,10 @@ def serve(
             idle_timeout_s=idle_timeout,
             token=token if token is not None else state.token,
             allowed_origins=allowed_origins,
+            allowed_hosts=allowed_hosts,
+            no_token=no_token,
+            max_connections=max_connections,
+            max_file_bytes=max_file_bytes,
             log_level=log_level.upper() if log_level else None,
         )
         from server.app import run_server

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-import re
 from typing import Any
 
 from server import errors
+from server.core.params import parse_int, parse_uuid
 from server.core.paths import clean_relative_path, read_worktree_file
 from server.core.schemas import ReplRequest, RunFileRequest
 from server.core.sessions import SessionService
-from server.core.templates import parse_uuid
 from server.events import event_json
 from server.pipeline.executions import ExecOutcome, ExecRequest
 from server.store.store import Store
 
 MAX_EXECUTIONS_PAGE = 1000
 MAX_EVENTS_PAGE = 10000
-
-
-MAX_CURSOR = 2**63 - 1
-_DECIMAL = re.compile(r"[0-9]+")
-
-
-def parse_int(raw: str | None, name: str, *, default: int, lo: int, hi: int | None) -> int:
-    """A query-string integer: plain ASCII digits only, within [lo, hi]."""
-    if raw is None or raw == "":
-        return default
-    if not _DECIMAL.fullmatch(raw):
-        raise errors.ValidationError(f"{name} must be a non-negative integer, got {raw!r}")
-    value = int(raw)
-    top = MAX_CURSOR if hi is None else hi
-    if value < lo or value > top:
-        raise errors.ValidationError(f"{name} must be between {lo} and {top}, got {raw}")
-    return value
 
 
 def _check_source(source: str, what: str) -> None:
@@ -73,7 +56,13 @@ class ExecutionService:
         live = await self.sessions.require_live_id(body.session_id)
         path = clean_relative_path(body.path)
         # Every check happens before an execution row exists.
-        source = read_worktree_file(live.worktree, path, session_id=live.id)
+        source = await asyncio.to_thread(
+            read_worktree_file,
+            live.worktree,
+            path,
+            max_bytes=self.sessions.settings.max_file_bytes,
+            session_id=live.id,
+        )
         _check_source(source, f"file {path!r}")
         req = ExecRequest(
             kind="run_file",

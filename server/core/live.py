@@ -118,8 +118,14 @@ class LiveSession(BackgroundListener):
                     session_id=self.id,
                 )
             libs.append((info.name, str(libraries.cache_path(cache_dir, info))))
+        cap = self.ctx.settings.max_file_bytes
         sources = [
-            (f["path"], read_worktree_file(self.worktree, f["path"], session_id=self.id))
+            (
+                f["path"],
+                await asyncio.to_thread(
+                    read_worktree_file, self.worktree, f["path"], max_bytes=cap, session_id=self.id
+                ),
+            )
             for f in detail["startup_files"]
         ]
         self.init_config = {

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import posixpath
-from pathlib import Path
+import stat
 
 from server import errors
 
@@ -39,27 +41,77 @@ def check_worktree(raw: str) -> str:
     return os.path.normpath(value)
 
 
-def read_worktree_file(worktree: str, rel: str, **details: str) -> str:
-    """Read ``rel`` (already cleaned) inside ``worktree``; symlink escapes are refused."""
+def read_worktree_file(worktree: str, rel: str, *, max_bytes: int = 0, **details: str) -> str:
+    """Read ``rel`` (already cleaned) inside ``worktree``, at most ``max_bytes`` (0: no cap).
+
+    Symlink escapes are refused, also when a path component is swapped for a symlink between
+    the check and the open (the opened file's real location is checked again). Blocking: the
+    callers run it off the event loop, so a large or slow file never stalls other requests.
+    """
     if "\x00" in rel:  # rows stored before paths were checked for control characters
         raise errors.InvalidPath(f"path must not contain NUL characters: {rel!r}", path=rel, **details)
-    root = Path(worktree).resolve()
-    target = (root / rel).resolve()
-    if target != root and root not in target.parents:
+    root = os.path.realpath(worktree)
+    try:
+        target = os.path.realpath(os.path.join(root, rel), strict=True)
+    except OSError as exc:
+        raise _unreadable(rel, exc, details) from None
+    _check_inside(root, target, rel, details)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _unreadable(rel, exc, details) from None
+    try:
+        with contextlib.suppress(OSError):  # /proc is Linux's; elsewhere the first check stands
+            _check_inside(root, os.readlink(f"/proc/self/fd/{fd}"), rel, details)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise errors.FileNotFound(
+                f"file {rel!r} does not exist in the session worktree or is not a regular file",
+                path=rel,
+                **details,
+            )
+        if max_bytes and st.st_size > max_bytes:
+            raise _too_large(rel, st.st_size, max_bytes, details)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(max_bytes + 1) if max_bytes else f.read()
+        except OSError as exc:
+            raise _unreadable(rel, exc, details) from None
+    if max_bytes and len(data) > max_bytes:  # it grew after the fstat
+        raise _too_large(rel, len(data), max_bytes, details)
+    return data.decode("utf-8", errors="replace")
+
+
+def _check_inside(root: str, target: str, rel: str, details: dict[str, str]) -> None:
+    if target != root and not target.startswith(root.rstrip("/") + "/"):
         raise errors.InvalidPath(
             f"path resolves outside the session worktree (symlink escape): {rel!r}",
             path=rel,
             **details,
         )
-    if not target.is_file():
-        raise errors.FileNotFound(
+
+
+def _unreadable(rel: str, exc: OSError, details: dict[str, str]) -> errors.DomainError:
+    if exc.errno == errno.ENAMETOOLONG:
+        return errors.InvalidPath(f"path is too long for the file system: {rel[:200]!r}...", **details)
+    if exc.errno == errno.ELOOP:
+        return errors.InvalidPath(f"path goes through a symbolic-link loop: {rel!r}", path=rel, **details)
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return errors.FileNotFound(
             f"file {rel!r} does not exist in the session worktree or is not a regular file",
             path=rel,
             **details,
         )
-    try:
-        return target.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise errors.FileNotFound(
-            f"file {rel!r} could not be read: {exc.strerror}", path=rel, **details
-        ) from None
+    return errors.FileNotFound(f"file {rel!r} could not be read: {exc.strerror}", path=rel, **details)
+
+
+def _too_large(rel: str, size: int, cap: int, details: dict[str, str]) -> errors.DomainError:
+    return errors.PayloadTooLarge(
+        f"file {rel!r} is {size} bytes, over the server's limit of {cap} bytes (--max-file-bytes)",
+        path=rel,
+        max_bytes=cap,
+        **details,
+    )

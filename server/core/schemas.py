@@ -12,6 +12,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Integers travel to JavaScript and SQL: keep them within what both represent exactly.
 MAX_INT = 2**53 - 1
+MAX_NAME_LENGTH = 200
+MIN_MEM_MB = 8  # QuickJS and the prelude need this much before any script runs
+CAPABILITY_KINDS = ("module", "global", "fs", "net", "env")
+
+# What the services check with their own error codes, said in the OpenAPI document too
+# (json_schema_extra only: pydantic must not answer these first with a different code).
+UUID = {"format": "uuid"}
+NON_BLANK = {"minLength": 1, "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$"}
+PRINTABLE_NAME = {
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "pattern": "^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x20\\x7f][^\\x00-\\x1f\\x7f]*$",
+}
+
+
+def doc(default: Any = ..., **schema: Any) -> Any:
+    return Field(default, json_schema_extra=schema)
+
+
+# Path fields answer a NUL with INVALID_PATH (422) from the path checks, not the generic 400.
+NUL_CHECKED_BY_SERVICE = frozenset({"path", "worktree_path"})
 
 
 class Strict(BaseModel):
@@ -22,14 +43,19 @@ class Strict(BaseModel):
 
 
 class TemplateCreate(Strict):
-    name: str
+    name: str = doc(**PRINTABLE_NAME)
     engine: str = "quickjs"
 
 
 class LimitsPatch(Strict):
     cpu_ms: int | None = Field(default=None, ge=0, le=MAX_INT)
     wall_ms: int | None = Field(default=None, ge=0, le=MAX_INT)
-    mem_mb: int | None = Field(default=None, ge=0, le=MAX_INT)
+    mem_mb: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_INT,
+        json_schema_extra={"not": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": MIN_MEM_MB}},
+    )
     max_events: int | None = Field(default=None, ge=0, le=MAX_INT)
     max_output_kb: int | None = Field(default=None, ge=0, le=MAX_INT)
 
@@ -53,32 +79,32 @@ class SettingsPatch(Strict):
 
 
 class TemplatePatch(Strict):
-    name: str | None = None
+    name: str | None = doc(None, **PRINTABLE_NAME)
     settings: SettingsPatch | None = None
 
 
 class CapabilityCreate(Strict):
-    kind: str
-    name: str
+    kind: str = doc(enum=list(CAPABILITY_KINDS))
+    name: str = doc(**NON_BLANK)
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
 
 
 class StartupFileCreate(Strict):
-    path: str
+    path: str = doc(minLength=1)
     order_index: int = Field(default=0, ge=-MAX_INT, le=MAX_INT)
     mode: str = "eval"
 
 
 class NameBody(Strict):
-    name: str
+    name: str = doc(minLength=1)
 
 
 class SessionCreate(Strict):
-    template_id: str
-    workspace_id: str
-    base_commit_oid: str
-    worktree_path: str
+    template_id: str = doc(**UUID)
+    workspace_id: str = doc(**NON_BLANK)
+    base_commit_oid: str = doc(**NON_BLANK)
+    worktree_path: str = doc(**NON_BLANK)
 
 
 class SessionFork(Strict):
@@ -95,16 +121,16 @@ class CompleteRequest(Strict):
 
 
 class ReplRequest(Strict):
-    session_id: str
-    input: str
+    session_id: str = doc(**UUID)
+    input: str = doc(minLength=1)
     wait: bool = True
     timers: Literal["wait", "background"] = "wait"
     queue: bool = False
 
 
 class RunFileRequest(Strict):
-    session_id: str
-    path: str
+    session_id: str = doc(**UUID)
+    path: str = doc(**NON_BLANK)
     args: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     wait: bool = True

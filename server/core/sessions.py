@@ -16,9 +16,10 @@ from server import errors
 from server.clock import now_iso
 from server.config import Settings
 from server.core.live import LiveSession, SessionContext
+from server.core.params import parse_uuid
 from server.core.paths import check_worktree
 from server.core.schemas import SessionCreate, SessionFork
-from server.core.templates import TemplateService, parse_uuid
+from server.core.templates import TemplateService
 from server.pipeline.bus import EventBus
 from server.pipeline.executions import ExecutionPipeline
 from server.pipeline.writer import EventWriter
@@ -79,7 +80,7 @@ class SessionService:
             raise errors.ValidationError(
                 f"status must be one of {', '.join(SESSION_STATUSES)}, got {status!r}"
             )
-        vm = parse_uuid(template_id, "template") if template_id else None
+        vm = parse_uuid(template_id, "template") if template_id is not None else None
         rows = await self.store.list_sessions(status=status, template_id=vm)
         return [dict(self.live[r["id"]].row) if r["id"] in self.live else r for r in rows]
 

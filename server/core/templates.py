@@ -10,6 +10,9 @@ from typing import Any
 from server import errors
 from server.clock import now_iso
 from server.core.paths import clean_relative_path
+from server.core.schemas import CAPABILITY_KINDS as CAPABILITY_KINDS
+from server.core.schemas import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from server.core.schemas import MIN_MEM_MB as MIN_MEM_MB
 from server.core.schemas import (
     CapabilityCreate,
     Limits,
@@ -25,10 +28,7 @@ from server.store.store import Store
 SUPPORTED_ENGINES = ("quickjs",)
 # The original's engine name; templates written for it keep working and are stored as quickjs.
 ENGINE_ALIASES = {"goja": "quickjs"}
-MAX_NAME_LENGTH = 200
-MIN_MEM_MB = 8
 SUPPORTED_STARTUP_MODES = ("eval",)
-CAPABILITY_KINDS = ("module", "global", "fs", "net", "env")
 
 
 def default_settings() -> dict[str, Any]:
@@ -51,13 +51,6 @@ def check_template_name(raw: str, **details: Any) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         raise errors.ValidationError("name must not contain control characters", **details)
     return name
-
-
-def parse_uuid(value: str, kind: str) -> str:
-    try:
-        return str(uuid.UUID(value.strip()))
-    except (ValueError, AttributeError, TypeError):
-        raise errors.ValidationError(f"{kind}_id must be a valid UUID", **{f"{kind}_id": value}) from None
 
 
 def _shape_template(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from server import errors
+from server.core.params import check_json_value
+from server.core.schemas import NUL_CHECKED_BY_SERVICE
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,6 +33,17 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _number(literal: str) -> float | int:
+    """A JSON number with a fraction or exponent: an int when its value is whole (``10.0``).
+
+    JSON (and JSON Schema) have one number type; ``10.0`` is the integer 10 to every client.
+    """
+    value = Decimal(literal)
+    if value.is_finite() and value.adjusted() < 64 and value == value.to_integral_value():
+        return int(value)
+    return float(literal)  # fractional, or too large for any integer field anyway
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any] | None:
     """The body as a dict; None for a literal ``null``. Raises INVALID_REQUEST otherwise."""
     if not raw.strip():
@@ -39,9 +53,14 @@ def parse_json_object(raw: bytes) -> dict[str, Any] | None:
     except UnicodeDecodeError:
         raise errors.InvalidRequest("request body is not valid UTF-8") from None
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_number
+        )
     except _DuplicateKey as exc:
+        check_json_value(exc.args[0], what="request body's keys")
         raise errors.InvalidRequest(f"duplicate key {exc.args[0]!r} in request body") from None
+    except RecursionError:
+        raise errors.InvalidRequest("request body is nested too deeply") from None
     except ValueError as exc:
         msg = str(exc)
         if msg.startswith("Extra data"):
@@ -64,6 +83,7 @@ def decode_body(raw: bytes, model: type[M], **details: Any) -> M:
 
 def validate_fields(data: dict[str, Any], model: type[M], **details: Any) -> M:
     """Check a decoded object against ``model`` (REST bodies and WebSocket messages alike)."""
+    check_json_value(data, nul_checked_by_service=NUL_CHECKED_BY_SERVICE)
     fields = model.model_fields
     for key in data:
         if key not in fields:

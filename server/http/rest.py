@@ -12,16 +12,27 @@ from pydantic import BaseModel
 
 from server import __version__
 from server.core import schemas as s
-from server.core.templates import parse_uuid
+from server.core.executions import MAX_EVENTS_PAGE, MAX_EXECUTIONS_PAGE
+from server.core.params import MAX_CURSOR, parse_uuid
+from server.core.sessions import SESSION_STATUSES
 from server.events import events_array
 from server.http.decode import decode_body
-from server.http.keys import SERVICES
+from server.http.keys import ALLOW_BY_PATH, SERVICES
 from server.http.middleware import json_response
 from server.pipeline.executions import ExecOutcome
 from server.runtime import libraries, modules
 from server.services import Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter, with the JSON schema of the values the service accepts."""
+
+    name: str
+    schema: dict[str, Any]
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,7 @@ class Route:
     response: Any = None
     status: int = 200
     errors: tuple[str, ...] = ()
-    query: tuple[str, ...] = ()
+    query: tuple[Param, ...] = ()
 
 
 def _svc(request: web.Request) -> Services:
@@ -164,9 +175,7 @@ async def remove_template_library(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     q = request.query
     return json_response(
-        await _svc(request).sessions.list(
-            status=q.get("status") or None, template_id=q.get("template_id") or None
-        )
+        await _svc(request).sessions.list(status=q.get("status"), template_id=q.get("template_id"))
     )
 
 
@@ -422,7 +431,11 @@ ROUTES: tuple[Route, ...] = (
         list_sessions,
         "List sessions, newest first",
         response=list[s.SessionOut],
-        query=("status", "template_id"),
+        errors=("VALIDATION_ERROR",),
+        query=(
+            Param("status", {"type": "string", "enum": list(SESSION_STATUSES)}),
+            Param("template_id", {"type": "string", "format": "uuid"}),
+        ),
     ),
     Route(
         "POST",
@@ -497,7 +510,10 @@ ROUTES: tuple[Route, ...] = (
         list_executions,
         "Executions of a session, newest first",
         response=list[s.ExecutionOut],
-        query=("session_id", "limit"),
+        query=(
+            Param("session_id", {"type": "string", "format": "uuid"}, required=True),
+            Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_EXECUTIONS_PAGE}),
+        ),
         errors=("VALIDATION_ERROR", "SESSION_NOT_FOUND"),
     ),
     Route(
@@ -534,7 +550,10 @@ ROUTES: tuple[Route, ...] = (
         list_events,
         "Events after a seq cursor, ascending",
         response=list[s.EventOut],
-        query=("after_seq", "limit"),
+        query=(
+            Param("after_seq", {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR}),
+            Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_PAGE}),
+        ),
         errors=("VALIDATION_ERROR", "EXECUTION_NOT_FOUND"),
     ),
     Route(
@@ -545,7 +564,7 @@ ROUTES: tuple[Route, ...] = (
         response=s.ExecutionOut,
         errors=("VALIDATION_ERROR", "EXECUTION_NOT_FOUND", "EXECUTION_NOT_RUNNING"),
     ),
-    Route("GET", "/api/v1/openapi.json", openapi, "This document"),
+    Route("GET", "/api/v1/openapi.json", openapi, "This document", response=dict[str, Any]),
 )
 
 
@@ -555,6 +574,15 @@ def _router_path(path: str) -> str:
 
 
 def add_routes(app: web.Application) -> None:
+    # A 405 on a literal path lists that path's own methods, as OpenAPI matches literal paths
+    # before templated ones (GET /executions/repl reaches the {execution_id} route, and 400s).
+    allow: dict[str, set[str]] = {}
+    for route in ROUTES:
+        if "{" not in route.path:
+            allow.setdefault(route.path, set()).update(
+                (route.method, "HEAD") if route.method == "GET" else (route.method,)
+            )
+    app[ALLOW_BY_PATH] = {path: frozenset(methods) for path, methods in allow.items()}
     for route in ROUTES:
         if route.method == "GET":
             app.router.add_get(_router_path(route.path), route.handler)  # HEAD too

@@ -8,7 +8,6 @@ errors, in the same envelope).
 from __future__ import annotations
 
 import importlib.resources
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from aiohttp import web
 import server
 from server import __version__, errors
 from server.config import Settings
+from server.core.params import is_uuid, parse_uuid
 from server.http.keys import SERVICES
 from server.http.middleware import API_PREFIX
 from server.services import Services
@@ -55,14 +55,6 @@ _BACK = {
 }
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _not_found(
     request: web.Request,
     *,
@@ -88,7 +80,7 @@ def _not_found(
 
 # How a page finds out whether the thing its id names exists (each raises its NOT_FOUND error).
 _LOOKUP: dict[str, Callable[[Services, str], Awaitable[Any]]] = {
-    "template_id": lambda svc, value: svc.templates.require(str(uuid.UUID(value))),
+    "template_id": lambda svc, value: svc.templates.require(parse_uuid(value, "template")),
     "session_id": lambda svc, value: svc.sessions.get(value),
     "execution_id": lambda svc, value: svc.executions.get(value),
 }
@@ -108,7 +100,7 @@ def _page(template: str, title: str, nav: str, *ids: str) -> PageHandler:
             value = request.match_info[name]
             kind = name.removesuffix("_id")
             reason = None
-            if not _is_uuid(value):
+            if not is_uuid(value):
                 reason = "it is not a valid id (ids are UUIDs)"
             else:
                 try:

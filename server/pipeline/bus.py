@@ -2,7 +2,7 @@
 
 Publishing happens only after the events are committed, so a subscriber never sees an event
 the store does not have. Subscribers register before they read the stored backlog and
-de-duplicate by ``seq``/``id`` themselves (see ``server.http.ws``).
+de-duplicate by ``seq``/``id`` themselves (see ``server.pipeline.feeds``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ class WorkerPool:
 
     async def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
+        # The server's own settings (its API token, a database URL with a password) stay out
+        # of reach of user code, which can read the worker's environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VM_SYSTEM_")}
         env["PYTHONPATH"] = _PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
         # Started from the event-loop thread, which lives as long as the server: the zygote's
         # PR_SET_PDEATHSIG fires when that thread's process dies.

@@ -1,23 +1,6 @@
-// REST client: the API token (from ?token= once, then sessionStorage), JSON in/out, and the
-// error envelope turned into an ApiError whose message is the server's own.
-
-const TOKEN_KEY = "vm-system.token";
-
-function captureToken() {
-  const url = new URL(window.location.href);
-  const token = url.searchParams.get("token");
-  if (token) {
-    sessionStorage.setItem(TOKEN_KEY, token);
-    url.searchParams.delete("token");
-    // Keep the token out of the address bar, history and anything copied from it.
-    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
-  }
-}
-captureToken();
-
-export function token() {
-  return sessionStorage.getItem(TOKEN_KEY);
-}
+// REST client: JSON in/out, and the error envelope turned into an ApiError whose message is
+// the server's own. The API token never passes through this code: the server turns the first
+// ?token= visit into an HttpOnly cookie, which fetch and the WebSocket send by themselves.
 
 export class ApiError extends Error {
   constructor(status, code, message, details) {
@@ -31,8 +14,6 @@ export class ApiError extends Error {
 
 export async function api(method, path, body) {
   const headers = { Accept: "application/json" };
-  const t = token();
-  if (t) headers.Authorization = `Bearer ${t}`;
   const init = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -68,10 +49,8 @@ export const del = (path) => api("DELETE", path);
 
 export function wsUrl() {
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const t = token();
-  const q = t ? `?token=${encodeURIComponent(t)}` : "";
-  return `${scheme}//${window.location.host}/api/v1/ws${q}`;
+  return `${scheme}//${window.location.host}/api/v1/ws`;
 }
 
-/** Paths in the UI keep the token in sessionStorage, so plain links work as they are. */
+/** The token is a cookie, so plain links work as they are. */
 export const enc = encodeURIComponent;
