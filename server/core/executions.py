@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Callable
 from typing import Any
 
 from server import errors
@@ -31,7 +32,7 @@ class ExecutionService:
         self.sessions = sessions
         self.pipeline = sessions.pipeline
 
-    async def repl(self, body: ReplRequest) -> ExecOutcome:
+    async def repl(self, body: ReplRequest, *, on_queued: Callable[[], None] | None = None) -> ExecOutcome:
         if not body.session_id.strip():
             raise errors.ValidationError("session_id is required")
         if not body.input:
@@ -45,10 +46,13 @@ class ExecutionService:
             wait=body.wait,
             timers=body.timers,
             queue=body.queue,
+            on_queued=on_queued,
         )
         return self._check(await self.pipeline.submit(live, req))
 
-    async def run_file(self, body: RunFileRequest) -> ExecOutcome:
+    async def run_file(
+        self, body: RunFileRequest, *, on_queued: Callable[[], None] | None = None
+    ) -> ExecOutcome:
         if not body.session_id.strip():
             raise errors.ValidationError("session_id is required")
         if not body.path.strip():
@@ -72,6 +76,7 @@ class ExecutionService:
             env=body.env,
             wait=body.wait,
             queue=body.queue,
+            on_queued=on_queued,
         )
         return self._check(await self.pipeline.submit(live, req))
 

@@ -264,8 +264,6 @@ class LiveSession(BackgroundListener):
     def on_background_start(self, limits: dict[str, Any]) -> None:
         if self.background is None:
             self.background = self.ctx.pipeline.background_execution(self, limits)
-            if self.worker is not None:
-                self.worker.set_background(limits)
 
     def on_background_events(self, batch: EventBatch) -> None:
         if self.background is not None:
@@ -313,8 +311,11 @@ class LiveSession(BackgroundListener):
         return child, ckpt.execution_id
 
     async def complete(self, text: str, cursor: int) -> protocol.Completions:
+        """Answered by the checkpoint: it never disturbs the live worker, busy or not."""
         worker = self.worker
-        ckpt = worker.checkpoint if worker is not None else None
+        ckpt = await worker.current_checkpoint(within_s=1.0) if worker is not None else None
+        if ckpt is None and worker is not None:
+            ckpt = worker.checkpoint  # still being taken: the one before will do
         if ckpt is None or not ckpt.usable:
             return protocol.Completions(cursor, cursor, [])
         try:

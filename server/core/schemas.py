@@ -116,7 +116,7 @@ class SessionFork(Strict):
 
 
 class CompleteRequest(Strict):
-    input: str
+    input: str = doc(minLength=0)  # "" is a fine input: it completes every global name
     cursor: int | None = Field(default=None, ge=0, le=MAX_INT)
 
 

@@ -81,6 +81,12 @@ def decode_body(raw: bytes, model: type[M], **details: Any) -> M:
     return validate_fields(data, model, **details)
 
 
+def _must_not_be_empty(info: Any) -> bool:
+    """A required string is non-empty unless its schema allows "" (a completion's input)."""
+    extra = info.json_schema_extra
+    return not (isinstance(extra, dict) and extra.get("minLength") == 0)
+
+
 def validate_fields(data: dict[str, Any], model: type[M], **details: Any) -> M:
     """Check a decoded object against ``model`` (REST bodies and WebSocket messages alike)."""
     check_json_value(data, nul_checked_by_service=NUL_CHECKED_BY_SERVICE)
@@ -98,7 +104,7 @@ def validate_fields(data: dict[str, Any], model: type[M], **details: Any) -> M:
     for name, info in fields.items():
         if info.is_required():
             value = data.get(name)
-            if value is None or value == "":
+            if value is None or (value == "" and _must_not_be_empty(info)):
                 raise errors.ValidationError(f"{name} is required", field=name, **details)
     try:
         return model.model_validate(data)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from aiohttp import WSMsgType, web
 from server import errors
 from server.config import Settings
 from server.core.params import message_cursor, message_str, parse_uuid
-from server.core.schemas import ReplRequest, RunFileRequest
+from server.core.schemas import CompleteRequest, ReplRequest, RunFileRequest
 from server.http.decode import validate_fields
 from server.http.keys import SERVICES
 from server.http.rest import EXTRA_ROUTES
@@ -174,16 +175,19 @@ class Connection:
             "execute": self.execute,
             "run_file": self.run_file,
             "cancel": self.cancel,
+            "complete": self.complete,
         }.get(kind)  # type: ignore[arg-type]
         if handler is None:
             what = "message has no type" if kind is None else f"unknown message type {kind!r}"
             return self.error(
                 msg_id,
                 errors.InvalidRequest(
-                    f"{what}; expected subscribe, unsubscribe, execute, run_file, cancel or ping"
+                    f"{what}; expected subscribe, unsubscribe, execute, run_file, cancel, complete or ping"
                 ),
             )
-        if kind == "cancel":
+        # A cancel and a completion answer at once, whatever else is going on; a queued
+        # execution waits for its session without holding up the messages behind it.
+        if kind in ("cancel", "complete") or (kind in ("execute", "run_file") and msg.get("queue") is True):
             self._spawn(self._guarded(handler, msg_id, msg))
         else:
             self.inbox.put_nowait((handler, msg_id, msg))
@@ -238,14 +242,26 @@ class Connection:
         self.reply(msg_id, {"type": "unsubscribed", "subscription": feed.id})
 
     async def execute(self, msg_id: Any, msg: dict[str, Any]) -> None:
-        body = validate_fields(_body_of(msg, ("session_id", "input")), ReplRequest)
-        outcome = await self.services.executions.repl(body)
+        body = validate_fields(_body_of(msg, ("session_id", "input", "timers", "queue")), ReplRequest)
+        outcome = await self.services.executions.repl(body, on_queued=self._queued(msg_id, body.session_id))
         await self._accepted(msg_id, outcome.execution)
 
     async def run_file(self, msg_id: Any, msg: dict[str, Any]) -> None:
-        body = validate_fields(_body_of(msg, ("session_id", "path", "args", "env")), RunFileRequest)
-        outcome = await self.services.executions.run_file(body)
+        keys = ("session_id", "path", "args", "env", "queue")
+        body = validate_fields(_body_of(msg, keys), RunFileRequest)
+        outcome = await self.services.executions.run_file(
+            body, on_queued=self._queued(msg_id, body.session_id)
+        )
         await self._accepted(msg_id, outcome.execution)
+
+    def _queued(self, msg_id: Any, session_id: str) -> Callable[[], None]:
+        """Tell the client at once that its execution waits for the session (then: accepted)."""
+        return lambda: self.reply(msg_id, {"type": "queued", "session_id": session_id})
+
+    async def complete(self, msg_id: Any, msg: dict[str, Any]) -> None:
+        body = validate_fields({k: msg[k] for k in ("input", "cursor") if k in msg}, CompleteRequest)
+        found = await self.services.sessions.complete(message_str(msg, "session_id"), body.input, body.cursor)
+        self.reply(msg_id, {"type": "completions", **found})
 
     async def _accepted(self, msg_id: Any, execution: dict[str, Any]) -> None:
         reply = {"type": "accepted", "reply_to": msg_id, "execution": execution}

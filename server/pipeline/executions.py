@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,6 +69,7 @@ class ExecRequest:
     wait: bool = True
     timers: str = "wait"  # "background": the run ends when its value settles (API.md §12)
     queue: bool = False  # wait for the session instead of answering SESSION_BUSY
+    on_queued: Callable[[], None] | None = None  # told when a queued request has to wait
 
 
 @dataclass
@@ -137,6 +139,8 @@ class ExecutionPipeline:
                 )
             wall_s = (live.limits.get("wall_ms") or 0) / 1000
             bound = None if req.queue else max(WAIT_FOR_REBUILD_S, wall_s + 5)
+            if req.queue and req.on_queued is not None:
+                req.on_queued()
             try:
                 await asyncio.wait_for(live.lock.acquire(), bound)
             except TimeoutError:

@@ -93,7 +93,7 @@ class WorkerHandle:
         # Set by the owner: awaited after each event batch, so that the event writer can slow a
         # flooding worker down (the worker then blocks on its socket) instead of buffering.
         self.throttle: Callable[[], Awaitable[None]] | None = None
-        # Called once when the process is gone (killed, crashed or closed).
+        # Called once when the process is gone (killed, crashed or closed), whoever killed it.
         self.on_exit: Callable[[WorkerHandle], None] | None = None
         # The watchdog reported a background callback spinning past its limit (code, cpu_ms).
         self.background_stuck: tuple[str, float] | None = None
@@ -175,10 +175,6 @@ class WorkerHandle:
         pending.timers.append(
             asyncio.get_running_loop().call_later(grace_s, self._kill_for, pending, "CANCELLED")
         )
-
-    def set_background(self, limits: dict[str, Any]) -> None:
-        with contextlib.suppress(WorkerError):
-            self._send(protocol.SetBackground(limits))
 
     def cancel_background(self) -> bool:
         """Ask the worker to drop its background timers (answered by a background end)."""
@@ -314,7 +310,6 @@ class WorkerHandle:
         return None
 
     def _gone(self) -> None:
-        was_alive = self.alive
         self.kill()
         self._on_gone(self)
         if self._ready is not None and not self._ready.done():
@@ -325,8 +320,8 @@ class WorkerHandle:
         if pending is not None and not pending.future.done():
             code = pending.kill_code or "WORKER_CRASHED"
             pending.future.set_result(RunResult(None, code, killed=True, cpu_ms=pending.cpu_ms))
-        if self.on_exit is not None and was_alive:
-            self.on_exit(self)
+        if self.on_exit is not None:
+            self.on_exit(self)  # the owner decides whether anything is left to recover
 
 
 class CheckpointHandle:

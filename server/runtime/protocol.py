@@ -57,13 +57,6 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
-class SetBackground:
-    """Limits for the background timers (cumulative output budget, CPU per callback)."""
-
-    limits: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class CancelBackground:
     """Clear every background timer; answered by BackgroundEnded("CANCELLED")."""
 

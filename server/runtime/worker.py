@@ -288,8 +288,10 @@ class Worker:
             run.bytes += len(dumps(outcome.payload))  # values count against max_output_kb
         self.flush()
         left = eng.background_count()
-        if left:
+        if left and not self.background_active:
+            # The timers this run left behind start the background execution, with its limits.
             self.background_active = True
+            self.set_background(spec.limits)
         self.send(
             protocol.Done(
                 run.exec_id,
@@ -301,6 +303,8 @@ class Worker:
             )
         )
         self.last_execution = run.exec_id
+        if self.background_active and left == 0:
+            self.end_background(None)  # this run cleared the last background timer
         if spec.checkpoint:
             self.checkpoint()
 
@@ -442,13 +446,12 @@ class Worker:
                     msg = self.commands.get(timeout=timeout)
             except queue.Empty:
                 self._run_due_timers()
+                self.flush()  # nothing else would send a background callback's output
                 continue
             if isinstance(msg, protocol.Run):
                 self.execute(msg)
             elif isinstance(msg, protocol.Init):
                 self.init(msg.config)
-            elif isinstance(msg, protocol.SetBackground):
-                self.set_background(msg.limits)
             elif isinstance(msg, protocol.CancelBackground):
                 self.background_active = self.background_active or eng.background_count() > 0
                 self.end_background("CANCELLED")

@@ -19,15 +19,16 @@
 
   // Every proxy is made through this wrapper, so completion can tell proxies apart without
   // asking them anything (which would run their traps).
-  const RealProxy = Proxy;
+  const RealProxy = global.Proxy;
   const proxies = new WeakMapCtor();
-  function Proxy(target, handler) {
+  function TrackedProxy(target, handler) {
     if (new.target === undefined) throw new TypeError("Constructor Proxy requires 'new'");
     const p = new RealProxy(target, handler);
     weakMapSet(proxies, p, true);
     return p;
   }
-  ObjectDefineProperty(Proxy, 'revocable', {
+  ObjectDefineProperty(TrackedProxy, 'name', { value: 'Proxy', configurable: true });
+  ObjectDefineProperty(TrackedProxy, 'revocable', {
     value: function revocable(target, handler) {
       const r = RealProxy.revocable(target, handler);
       weakMapSet(proxies, r.proxy, true);
@@ -35,8 +36,8 @@
     },
     writable: true, configurable: true, enumerable: false,
   });
-  ObjectDefineProperty(Proxy, 'length', { value: 2, configurable: true });
-  ObjectDefineProperty(global, 'Proxy', { value: Proxy, writable: true, configurable: true, enumerable: false });
+  ObjectDefineProperty(TrackedProxy, 'length', { value: 2, configurable: true });
+  ObjectDefineProperty(global, 'Proxy', { value: TrackedProxy, writable: true, configurable: true, enumerable: false });
   const isProxy = (v) => v !== null && (typeof v === 'object' || typeof v === 'function') && weakMapHas(proxies, v);
 
   const KEYWORDS = [
