@@ -6,6 +6,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VM_SYSTEM_DB=/data/vm-system.db \
     VM_SYSTEM_CACHE_DIR=/data/libraries
 
+# bubblewrap: the box `exec` runs in, when the operator allows it (it needs user namespaces).
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY server ./server

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from pathlib import Path
 
 from server import errors
+from server.runtime.beneath import EscapeError, open_beneath
 
 
 def clean_relative_path(raw: str, *, field: str = "path") -> str:
@@ -40,26 +42,46 @@ def check_worktree(raw: str) -> str:
 
 
 def read_worktree_file(worktree: str, rel: str, **details: str) -> str:
-    """Read ``rel`` (already cleaned) inside ``worktree``; symlink escapes are refused."""
+    """Read ``rel`` (already cleaned) inside ``worktree``; symlink escapes are refused.
+
+    The path is checked by name for a clear message, then its resolved form is opened beneath
+    the worktree, so a symlink swapped in after the check cannot lead to a host file.
+    """
     if "\x00" in rel:  # rows stored before paths were checked for control characters
         raise errors.InvalidPath(f"path must not contain NUL characters: {rel!r}", path=rel, **details)
     root = Path(worktree).resolve()
     target = (root / rel).resolve()
+    escape = errors.InvalidPath(
+        f"path resolves outside the session worktree (symlink escape): {rel!r}", path=rel, **details
+    )
     if target != root and root not in target.parents:
-        raise errors.InvalidPath(
-            f"path resolves outside the session worktree (symlink escape): {rel!r}",
-            path=rel,
-            **details,
-        )
-    if not target.is_file():
-        raise errors.FileNotFound(
-            f"file {rel!r} does not exist in the session worktree or is not a regular file",
-            path=rel,
-            **details,
-        )
+        raise escape
+    missing = errors.FileNotFound(
+        f"file {rel!r} does not exist in the session worktree or is not a regular file", path=rel, **details
+    )
     try:
-        return target.read_text(encoding="utf-8", errors="replace")
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = open_beneath(
+                root_fd, str(target.relative_to(root)), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+            )
+        finally:
+            os.close(root_fd)
+    except EscapeError:
+        raise escape from None
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise missing from None
     except OSError as exc:
         raise errors.FileNotFound(
             f"file {rel!r} could not be read: {exc.strerror}", path=rel, **details
         ) from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise missing
+        try:
+            data = fh.read()
+        except OSError as exc:
+            raise errors.FileNotFound(
+                f"file {rel!r} could not be read: {exc.strerror}", path=rel, **details
+            ) from None
+    return data.decode("utf-8", errors="replace")

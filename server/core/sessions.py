@@ -203,6 +203,8 @@ class SessionService:
             "esm": bool(settings["runtime"].get("esm")),
             "mem_mb": settings["limits"].get("mem_mb") or 0,
             "libraries": libs,
+            # Readable by the confined worker besides its worktree and the Python runtime.
+            "read_only": [str(self.settings.cache_dir)],
         }
         await self._start_worker(live)
         for path, source in sources:

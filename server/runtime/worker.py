@@ -23,7 +23,7 @@ import orjson
 from orjson import dumps
 
 from server.clock import now_iso
-from server.runtime import protocol
+from server.runtime import protocol, sandbox
 
 FLUSH_EVENTS = 512  # flush at this many buffered events...
 FLUSH_AFTER_S = 0.001  # ...or when the oldest buffered event is this old
@@ -51,6 +51,7 @@ class Run:
         self.bytes = 0
         self.start_wall = time.monotonic()
         self.start_cpu = time.process_time()
+        self.box_cpu = 0.0  # CPU of `exec` boxes, counted by their helper process
         self.deadline = self.start_wall + self.wall_s if self.wall_s else None
         self.cancelled = False
         self.cancel_at = 0.0
@@ -60,7 +61,7 @@ class Run:
         self.reported_stuck = False
 
     def cpu_used(self) -> float:
-        return time.process_time() - self.start_cpu
+        return time.process_time() - self.start_cpu + self.box_cpu
 
     def limit_code(self) -> str | None:
         """The limit this run has passed, if any (checked by both threads)."""
@@ -164,6 +165,22 @@ class Worker:
         run = self.run
         return None if run is None else run.deadline
 
+    # RunBudget (server.runtime.modules): what `exec` needs to know about the run in progress.
+    def cpu_left(self) -> float | None:
+        run = self.run
+        return None if run is None or not run.cpu_s else run.cpu_s - run.cpu_used()
+
+    def charge_cpu(self, seconds: float) -> None:
+        run = self.run
+        if run is not None:
+            run.box_cpu += seconds
+            if run.cpu_s and run.cpu_used() >= run.cpu_s and run.stop_code is None:
+                run.stop_code, run.stop_at = "CPU_LIMIT_EXCEEDED", time.monotonic()
+
+    def stopped(self) -> bool:
+        run = self.run
+        return run is None or run.limit_code() is not None
+
     # ------------------------------------------------------------- reader / watchdog thread
 
     def reader(self) -> None:
@@ -223,13 +240,19 @@ class Worker:
         self.worktree = cfg["worktree"]
         with contextlib.suppress(OSError):
             os.chdir(self.worktree)
-        self.modules = ModuleHost(self.worktree, list(cfg["modules"]), self.deadline)
+        self.modules = ModuleHost(self.worktree, list(cfg["modules"]), self.deadline, budget=self)
         eng = self.engine
         eng.bind_host(console=self.console, host_call=self.host_call)
         eng.configure(modules=cfg["modules"], strict=cfg["strict"], esm=cfg["esm"])
         mem_mb = cfg.get("mem_mb") or 0
         eng.set_memory_limit(mem_mb * 1024 * 1024 if mem_mb else 0)
         _os_memory_backstop(mem_mb)
+        try:  # before any library or user code runs, and before a second thread exists
+            sandbox.confine(self.worktree, cfg.get("read_only") or ())
+        except Exception as exc:  # noqa: BLE001 - never run user code unconfined
+            return self.send(
+                ("init_failed", {"code": "INTERNAL", "message": f"cannot confine the worker: {exc}"})
+            )
         for name, path in cfg["libraries"]:
             try:
                 with open(path, encoding="utf-8") as fh:
@@ -330,6 +353,15 @@ class Worker:
         )
 
     def serve(self) -> int:
+        # Init (which confines this process) runs before the reader thread starts: Landlock,
+        # no_new_privs and capabilities bind the calling thread and the threads it starts later.
+        first = protocol.recv_blocking(self.sock)
+        if first is None:
+            os._exit(0)
+        if first[0] == "init":
+            self.init(first[1])
+        else:
+            self.commands.put(first)
         threading.Thread(target=self.reader, name="worker-reader", daemon=True).start()
         while True:
             msg = self.commands.get()
