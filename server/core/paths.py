@@ -30,17 +30,6 @@ def clean_relative_path(raw: str, *, field: str = "path") -> str:
     return cleaned
 
 
-def check_worktree(raw: str) -> str:
-    """A session worktree must be an absolute path to an existing directory."""
-    value = raw.strip()
-    if "\x00" in value or not os.path.isabs(value) or not os.path.isdir(value):
-        raise errors.InvalidPath(
-            f"worktree_path must be an absolute path to an existing directory: {raw!r}",
-            worktree_path=raw,
-        )
-    return os.path.normpath(value)
-
-
 def read_worktree_file(worktree: str, rel: str, **details: str) -> str:
     """Read ``rel`` (already cleaned) inside ``worktree``; symlink escapes are refused.
 
@@ -49,8 +38,15 @@ def read_worktree_file(worktree: str, rel: str, **details: str) -> str:
     """
     if "\x00" in rel:  # rows stored before paths were checked for control characters
         raise errors.InvalidPath(f"path must not contain NUL characters: {rel!r}", path=rel, **details)
-    root = Path(worktree).resolve()
-    target = (root / rel).resolve()
+    try:
+        root = Path(worktree).resolve()
+        target = (root / rel).resolve()
+    except OSError as exc:  # e.g. EINVAL: a symlink was swapped for a file while being resolved
+        raise errors.FileNotFound(
+            f"file {rel!r} could not be opened: {exc.strerror}; it changed while being read",
+            path=rel,
+            **details,
+        ) from None
     escape = errors.InvalidPath(
         f"path resolves outside the session worktree (symlink escape): {rel!r}", path=rel, **details
     )

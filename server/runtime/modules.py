@@ -202,7 +202,10 @@ class ModuleHost:
                 f"EACCES: absolute paths are not allowed, use a path relative to the session "
                 f"worktree: {raw!r}"
             )
-        resolved = os.path.realpath(os.path.join(self._root, raw))
+        try:
+            resolved = os.path.realpath(os.path.join(self._root, raw))
+        except OSError as exc:  # e.g. EINVAL: a symlink was swapped for a file while being resolved
+            raise _os_error(exc, "open", raw) from None
         if resolved != self._root and not resolved.startswith(self._root + os.sep):
             raise _escape(raw)
         return resolved
