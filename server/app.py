@@ -13,6 +13,7 @@ from aiohttp import web
 from server.clock import now_iso
 from server.config import Settings
 from server.core.executions import ExecutionService
+from server.core.policy import Policy
 from server.core.sessions import SessionService
 from server.core.templates import TemplateService
 from server.http import rest
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         client_max_size=settings.max_body_bytes,
     )
     app[MAX_BODY] = settings.max_body_bytes
+    policy = Policy.start(settings)  # ConfigError when this machine cannot keep the policy
     app[STORE] = store if store is not None else Store(settings.db_url)
     app[POOL] = WorkerPool()
 
@@ -66,7 +68,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         st = app[STORE]
         bus = EventBus()
         writer = EventWriter(st, bus, await st.max_event_id())
-        templates = TemplateService(st)
+        templates = TemplateService(st, policy)
         sessions = SessionService(
             store=st,
             templates=templates,
@@ -74,6 +76,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
             bus=bus,
             writer=writer,
             settings=settings,
+            policy=policy,
         )
         app[SERVICES] = _services(settings, st, bus, templates, sessions)
         sessions.start_reaper()

@@ -33,6 +33,23 @@ def normalize_db_url(value: str) -> str:
     return "sqlite:///" + str(Path(value).expanduser().resolve())
 
 
+def parse_modules(value: str) -> tuple[str, ...]:
+    """``fs,database`` → ("fs", "database"); names are checked against the catalog at start."""
+    return tuple(dict.fromkeys(m.strip().lower() for m in value.split(",") if m.strip()))
+
+
+def parse_roots(values: Any) -> tuple[Path, ...]:
+    roots = []
+    for raw in values:
+        if not str(raw).strip():
+            continue
+        path = Path(str(raw).strip()).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(f"worktree root {str(raw)!r} is not an existing directory (--worktree-root)")
+        roots.append(path)
+    return tuple(dict.fromkeys(roots))
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = DEFAULT_LISTEN
@@ -47,6 +64,9 @@ class Settings:
     ws_heartbeat_s: float = 30.0
     cancel_grace_s: float = 0.2
     log_level: str = "INFO"
+    # Security policy (API.md §13): native modules templates may enable; where worktrees may be.
+    allow_modules: tuple[str, ...] = ("fs", "database")
+    worktree_roots: tuple[Path, ...] = ()
 
     @property
     def host(self) -> str:
@@ -77,6 +97,8 @@ class Settings:
                 lambda v: tuple(o.strip() for o in v.split(",") if o.strip()),
             ),
             "VM_SYSTEM_LOG_LEVEL": ("log_level", str),
+            "VM_SYSTEM_ALLOW_MODULES": ("allow_modules", parse_modules),
+            "VM_SYSTEM_WORKTREE_ROOTS": ("worktree_roots", lambda v: parse_roots(v.split(os.pathsep))),
         }
         for var, (name, conv) in mapping.items():
             raw = env.get(var)
@@ -94,6 +116,10 @@ class Settings:
                 value = Path(value).expanduser().resolve()
             elif name == "allowed_origins" and isinstance(value, str):
                 value = tuple(o.strip() for o in value.split(",") if o.strip())
+            elif name == "allow_modules":
+                value = parse_modules(value) if isinstance(value, str) else tuple(value)
+            elif name == "worktree_roots":
+                value = parse_roots([value] if isinstance(value, str) else value)
             values[name] = value
         settings = replace(cls(), **values)
         settings.validate()

@@ -62,6 +62,8 @@ def main() -> None:
 @click.option("--token", help="Require this bearer token on every request.")
 @click.option("--allowed-origins", help="Comma-separated browser origins allowed on the WebSocket.")
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("--allow-modules", help="Native modules templates may enable (default fs,database).")
+@click.option("--worktree-root", multiple=True, help="Directory session worktrees must be in (repeatable).")
 @pass_state
 def serve(
     state: CliState,
@@ -73,6 +75,8 @@ def serve(
     token: str | None,
     allowed_origins: str | None,
     log_level: str | None,
+    allow_modules: str | None,
+    worktree_root: tuple[str, ...],
 ) -> None:
     """Run the API server."""
     from server.config import ConfigError, Settings
@@ -88,6 +92,8 @@ def serve(
             token=token if token is not None else state.token,
             allowed_origins=allowed_origins,
             log_level=log_level.upper() if log_level else None,
+            allow_modules=allow_modules,
+            worktree_roots=worktree_root or None,
         )
         from server.app import run_server
 

@@ -12,7 +12,8 @@ from typing import Any
 from server import errors
 from server.clock import now_iso
 from server.config import Settings
-from server.core.paths import check_worktree, read_worktree_file
+from server.core.paths import read_worktree_file
+from server.core.policy import Policy
 from server.core.schemas import SessionCreate
 from server.core.templates import TemplateService, parse_uuid
 from server.pipeline.bus import EventBus
@@ -43,8 +44,10 @@ class SessionService:
         bus: EventBus,
         writer: EventWriter,
         settings: Settings,
+        policy: Policy,
     ) -> None:
         self.store = store
+        self.policy = policy
         self.templates = templates
         self.pool = pool
         self.bus = bus
@@ -103,6 +106,7 @@ class SessionService:
             "active_sessions": len(active),
             "active_session_ids": active,
             "running_executions": len(self.pipeline.running),
+            "sandbox": dict(self.policy.sandbox),
         }
 
     # ------------------------------------------------------------------ create
@@ -112,8 +116,12 @@ class SessionService:
             if not getattr(body, name).strip():
                 raise errors.ValidationError(f"{name} is required")
         template_id = parse_uuid(body.template_id, "template")
-        worktree = check_worktree(body.worktree_path)
+        worktree = self.policy.check_worktree(body.worktree_path)
         detail = await self.templates.detail(template_id)
+        tpl_row = detail["template"]
+        self.policy.check_template_modules(
+            tpl_row["exposed_modules"], tpl_row["name"], template_id=template_id
+        )
         if self.settings.max_sessions and len(self.live) >= self.settings.max_sessions:
             raise errors.TooManySessions(
                 f"the server already runs its maximum of {self.settings.max_sessions} sessions; "
@@ -179,6 +187,7 @@ class SessionService:
     async def _boot(self, live: LiveSession, detail: dict[str, Any]) -> None:
         """Start a worker from the template and run its startup files (lock held)."""
         tpl, settings = detail["template"], detail["settings"]
+        self.policy.check_template_modules(tpl["exposed_modules"], tpl["name"], session_id=live.id)
         libs: list[tuple[str, str]] = []
         for name in tpl["libraries"]:
             info = libraries.find(name)
