@@ -215,7 +215,7 @@ class Database:
     def _error(self, function: str, exc: sqlite3.Error) -> JsError:
         if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
             return JsError(f"database.{function}: interrupted because the execution's time limit was reached")
-        if self._denied is not None and "not authorized" in str(exc):
+        if self._denied is not None:  # "not authorized" or "authorization denied"
             return JsError(
                 f"database.{function}: {self._denied} is not allowed: a session's database is "
                 f"one SQLite file inside its worktree (or in memory), and it reaches no other file"
