@@ -353,7 +353,10 @@ def broker_main(fd: int, root: str, parent: int) -> None:
                 result = _run_box(bwrap, root, cwd, cmd, args, timeout_s=timeout_s, cpu_s=cpu_s, control=sock)
         except Exception as exc:  # noqa: BLE001 - the worker must get an answer, not a hang
             result = _failure(f"{type(exc).__name__}: {exc}")
-        _send(sock, result)
+        try:
+            _send(sock, result)
+        except OSError:
+            return  # the worker has gone (killed at a limit, or its session closed)
 
 
 # ------------------------------------------------------------------ the worker's side
