@@ -71,9 +71,10 @@ def read_worktree_file(worktree: str, rel: str, **details: str) -> str:
         raise errors.FileNotFound(
             f"file {rel!r} could not be read: {exc.strerror}", path=rel, **details
         ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a directory, FIFO or device
+        os.close(fd)
+        raise missing
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise missing
         try:
             data = fh.read()
         except OSError as exc:
