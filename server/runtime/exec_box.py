@@ -30,7 +30,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +82,8 @@ def probe() -> str | None:
     bwrap = find_bwrap()
     if bwrap is None:
         return "bubblewrap (the `bwrap` program, Debian package `bubblewrap`) is not installed"
+    import tempfile  # the server's start only: workers and helpers never need it
+
     with tempfile.TemporaryDirectory(prefix="vm-system-probe-") as tmp:
         cwd = os.path.realpath(tmp)
         result = _run_box(bwrap, cwd, cwd, "true", [], timeout_s=30.0, cpu_s=None, control=None)

@@ -12,7 +12,6 @@ of a confined worker); Landlock rulesets only ever take access away.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import os
@@ -21,17 +20,30 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from py_landlock import (
-    AccessFs,
-    LandlockError,
-    PathBeneathAttr,
-    RulesetAttr,
-    add_rule,
-    create_ruleset,
-    get_abi_version,
-    restrict_self,
-)
-from py_landlock.abi import ABIVersion, get_supported_fs, get_supported_net, get_supported_scope
+# Landlock's filesystem rights (linux/landlock.h), and the ABI version that introduced each.
+_FS_RIGHTS = {
+    "EXECUTE": (1 << 0, 1),
+    "WRITE_FILE": (1 << 1, 1),
+    "READ_FILE": (1 << 2, 1),
+    "READ_DIR": (1 << 3, 1),
+    "REMOVE_DIR": (1 << 4, 1),
+    "REMOVE_FILE": (1 << 5, 1),
+    "MAKE_CHAR": (1 << 6, 1),
+    "MAKE_DIR": (1 << 7, 1),
+    "MAKE_REG": (1 << 8, 1),
+    "MAKE_SOCK": (1 << 9, 1),
+    "MAKE_FIFO": (1 << 10, 1),
+    "MAKE_BLOCK": (1 << 11, 1),
+    "MAKE_SYM": (1 << 12, 1),
+    "REFER": (1 << 13, 2),
+    "TRUNCATE": (1 << 14, 3),
+    "IOCTL_DEV": (1 << 15, 5),
+}
+_NET_TCP = 0b11  # BIND_TCP | CONNECT_TCP, from ABI 4
+_SCOPES = 0b11  # ABSTRACT_UNIX_SOCKET | SIGNAL, from ABI 6
+_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # same on every arch
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH = 1
 
 # What a worker may do inside its worktree: what `fs` and SQLite (journal, WAL) need. Not
 # granted anywhere: EXECUTE, symlinks, devices, FIFOs, sockets, REFER (cross-directory renames)
@@ -83,9 +95,11 @@ def landlock_abi() -> int:
     """The kernel's Landlock ABI version, 0 where Landlock is missing or disabled (cached)."""
     global _abi
     if _abi is None:
-        _abi = 0
-        with contextlib.suppress(LandlockError, OSError):
-            _abi = int(get_abi_version())
+        try:
+            version = _syscall()(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+        except (OSError, AttributeError):
+            version = -1
+        _abi = max(0, int(version))
     return _abi
 
 
@@ -107,9 +121,9 @@ def runtime_read_paths() -> tuple[str, ...]:
 
 def prepare() -> None:
     """Do once, before forking workers, what every confinement needs (probe, paths, libc)."""
+    _syscall()
     landlock_abi()
     runtime_read_paths()
-    _libc()
 
 
 def confine(worktree: str, read_only: list[str] | tuple[str, ...] = ()) -> Confinement:
@@ -157,35 +171,62 @@ def current() -> Confinement | None:
     return _state
 
 
-def _access(names: tuple[str, ...]) -> int:
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1  # __attribute__((packed)) in linux/landlock.h
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _access(names: tuple[str, ...], abi: int) -> int:
+    """The bits of ``names`` that this ABI knows."""
     value = 0
     for name in names:
-        value |= int(getattr(AccessFs, name))
+        bit, since = _FS_RIGHTS[name]
+        if abi >= since:
+            value |= bit
     return value
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
 
 
 def _apply_ruleset(worktree: str, read_only: tuple[str, ...]) -> None:
     """One Landlock layer: every right this ABI knows is handled (denied unless granted
     below), TCP bind/connect is handled with no port granted, signals and abstract UNIX
     sockets are scoped to the domain; then the read-only paths and the worktree are granted."""
-    abi = ABIVersion(landlock_abi())
-    attr = RulesetAttr()
-    attr.handled_access_fs = handled = int(get_supported_fs(abi))
-    attr.handled_access_net = int(get_supported_net(abi))
-    attr.scoped = int(get_supported_scope(abi))
-    ruleset = create_ruleset(attr)
+    abi = landlock_abi()
+    attr = _RulesetAttr(
+        _access(tuple(_FS_RIGHTS), abi), _NET_TCP if abi >= 4 else 0, _SCOPES if abi >= 6 else 0
+    )
+    size = 8 if abi < 4 else 16 if abi < 6 else 24  # the struct as this kernel knows it
+    call = _syscall()
+    ruleset = _check(
+        call(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)),
+        "landlock_create_ruleset",
+    )
     try:
         for path in read_only:
             if path != worktree:
-                _grant(ruleset, path, _DIR_READ, _FILE_READ, handled)
-        _grant(ruleset, worktree, _DIR_WRITE, _FILE_WRITE, handled)
-        restrict_self(ruleset, None)
+                _grant(ruleset, path, _DIR_READ, _FILE_READ, abi)
+        _grant(ruleset, worktree, _DIR_WRITE, _FILE_WRITE, abi)
+        _check(call(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)), "landlock_restrict_self")
     finally:
         os.close(ruleset)
 
 
 def _grant(
-    ruleset: Any, path: str, dir_rights: tuple[str, ...], file_rights: tuple[str, ...], handled: int
+    ruleset: int, path: str, dir_rights: tuple[str, ...], file_rights: tuple[str, ...], abi: int
 ) -> None:
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -193,15 +234,27 @@ def _grant(
         return
     try:
         is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-        rule = PathBeneathAttr()
-        rule.allowed_access = _access(dir_rights if is_dir else file_rights) & handled
-        rule.parent_fd = fd
-        add_rule(ruleset, rule)
+        rule = _PathBeneathAttr(_access(dir_rights if is_dir else file_rights, abi), fd)
+        result = _syscall()(
+            _SYS_ADD_RULE,
+            ctypes.c_int(ruleset),
+            ctypes.c_int(_RULE_PATH_BENEATH),
+            ctypes.byref(rule),
+            ctypes.c_uint32(0),
+        )
+        _check(result, f"landlock_add_rule({path})")
     finally:
         os.close(fd)
 
 
 # ------------------------------------------------------------------ privileges
+
+
+@functools.cache
+def _syscall() -> Any:
+    fn = _libc().syscall
+    fn.restype = ctypes.c_long
+    return fn
 
 
 @functools.cache
