@@ -128,7 +128,7 @@ class ModuleHost:
         budget: RunBudget | None = None,
     ) -> None:
         self._root = os.path.realpath(worktree)
-        self._root_fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._root_fd: int | None = None  # opened at the first fs call (the worktree may be gone)
         self._enabled = frozenset(normalize_module_name(n) for n in enabled)
         self._deadline = deadline
         self._budget = budget
@@ -215,6 +215,8 @@ class ModuleHost:
         step may leave it, whatever was swapped in since the check."""
         rel = os.path.relpath(self._resolve(raw, "path"), self._root)
         try:
+            if self._root_fd is None:
+                self._root_fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             return open_beneath(self._root_fd, rel, flags)
         except EscapeError:
             raise _escape(raw) from None
