@@ -368,10 +368,22 @@ class ExecBox:
 
     def __init__(self, root: str) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # -S (no site): the helper needs only the standard library and this package, so it
+        # starts in a fraction of the time; PYTHONPATH names where this package lives.
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "server.runtime.exec_box", str(theirs.fileno()), root, str(os.getpid())],
+            [
+                sys.executable,
+                "-S",
+                "-m",
+                "server.runtime.exec_box",
+                str(theirs.fileno()),
+                root,
+                str(os.getpid()),
+            ],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": package_root},
         )
         theirs.close()
         self._sock = mine
