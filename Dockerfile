@@ -18,6 +18,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VM_SYSTEM_DB=/data/vm-system.db \
     VM_SYSTEM_CACHE_DIR=/data/libraries
 
+# bubblewrap: the box `exec` runs in, when the operator allows it (it needs user namespaces).
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY --from=build /dist /tmp/dist
 RUN pip install --no-cache-dir /tmp/dist/*.whl \
     && rm -rf /tmp/dist \

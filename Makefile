@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: install browser run test lint typecheck bench clean
+.PHONY: install browser sandbox run test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ browser:
 	@command -v tmux >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq tmux ; }
 
+# bubblewrap, the box `exec` runs programs in (the tests start real boxes).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends bubblewrap ; }
+
 run: install
 	$(BIN)/vm-system serve
 
@@ -33,7 +39,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy server
 
-test: install browser lint typecheck
+test: install browser sandbox lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: install

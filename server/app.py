@@ -14,6 +14,7 @@ from aiohttp import web
 from server.clock import now_iso
 from server.config import Settings
 from server.core.executions import ExecutionService
+from server.core.policy import Policy
 from server.core.sessions import SessionService
 from server.core.templates import TemplateService
 from server.http import rest, transport
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         handler_args={"access_log": None},
     )
     app[MAX_BODY] = settings.max_body_bytes
+    policy = Policy.start(settings)  # ConfigError when this machine cannot keep the policy
     app[STORE] = store if store is not None else Store(settings.db_url)
     app[POOL] = WorkerPool()
 
@@ -73,7 +75,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         st = app[STORE]
         bus = EventBus()
         writer = EventWriter(st, bus, await st.max_event_id())
-        templates = TemplateService(st)
+        templates = TemplateService(st, policy)
         pipeline = ExecutionPipeline(
             st, writer, bus, cancel_grace_s=settings.cancel_grace_s, checkpoints=settings.checkpoints
         )
@@ -85,6 +87,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
             writer=writer,
             pipeline=pipeline,
             settings=settings,
+            policy=policy,
         )
         app[SERVICES] = _services(settings, st, bus, templates, sessions)
         sessions.start_reaper()

@@ -58,6 +58,23 @@ def _parse_bool(value: str) -> bool:
     raise ValueError("expected 1/0, true/false, yes/no or on/off")
 
 
+def parse_modules(value: str) -> tuple[str, ...]:
+    """``fs,database`` → ("fs", "database"); names are checked against the catalog at start."""
+    return tuple(dict.fromkeys(m.strip().lower() for m in value.split(",") if m.strip()))
+
+
+def parse_roots(values: Any) -> tuple[Path, ...]:
+    roots = []
+    for raw in values:
+        if not str(raw).strip():
+            continue
+        path = Path(str(raw).strip()).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(f"worktree root {str(raw)!r} is not an existing directory (--worktree-root)")
+        roots.append(path)
+    return tuple(dict.fromkeys(roots))
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = DEFAULT_LISTEN
@@ -78,6 +95,9 @@ class Settings:
     cancel_grace_s: float = 0.2
     checkpoints: bool = True  # keep a forked checkpoint per session (rollback, fork, completion)
     log_level: str = "INFO"
+    # Security policy (API.md §13): native modules templates may enable; where worktrees may be.
+    allow_modules: tuple[str, ...] = ("fs", "database")
+    worktree_roots: tuple[Path, ...] = ()
 
     @property
     def host(self) -> str:
@@ -122,6 +142,8 @@ class Settings:
             "VM_SYSTEM_MAX_FILE_BYTES": ("max_file_bytes", int),
             "VM_SYSTEM_HEADER_TIMEOUT": ("header_timeout_s", float),
             "VM_SYSTEM_WS_QUEUE_BYTES": ("ws_queue_bytes", int),
+            "VM_SYSTEM_ALLOW_MODULES": ("allow_modules", parse_modules),
+            "VM_SYSTEM_WORKTREE_ROOTS": ("worktree_roots", lambda v: parse_roots(v.split(os.pathsep))),
         }
         for var, (name, conv) in mapping.items():
             raw = env.get(var)
@@ -139,6 +161,10 @@ class Settings:
                 value = Path(value).expanduser().resolve()
             elif name in ("allowed_origins", "allowed_hosts") and isinstance(value, str):
                 value = _split_list(value)
+            elif name == "allow_modules":
+                value = parse_modules(value) if isinstance(value, str) else tuple(value)
+            elif name == "worktree_roots":
+                value = parse_roots([value] if isinstance(value, str) else value)
             values[name] = value
         settings = replace(cls(), **values)
         settings.validate()

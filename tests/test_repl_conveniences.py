@@ -111,7 +111,8 @@ async def test_session_subscribers_see_the_background_execution(api: Any, client
             "id": 2,
             "session_id": s["id"],
             "timers": "background",
-            "input": "let k = 0; const t = setInterval(() => { console.log('bg', ++k); if (k === 3) clearInterval(t) }, 10)",
+            "input": "let k = 0; const t = setInterval(() => {"
+            " console.log('bg', ++k); if (k === 3) clearInterval(t) }, 10)",
         }
     )
     kinds: list[tuple[str, str]] = []

@@ -75,6 +75,8 @@ def main() -> None:
 @click.option("--max-connections", type=int, help="Open connections allowed (default 1000).")
 @click.option("--max-file-bytes", type=int, help="Largest run-file/startup file (default 10 MiB).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("--allow-modules", help="Native modules templates may enable (default fs,database).")
+@click.option("--worktree-root", multiple=True, help="Directory session worktrees must be in (repeatable).")
 @pass_state
 def serve(
     state: CliState,
@@ -90,6 +92,8 @@ def serve(
     max_connections: int | None,
     max_file_bytes: int | None,
     log_level: str | None,
+    allow_modules: str | None,
+    worktree_root: tuple[str, ...],
 ) -> None:
     """Run the API server."""
     from server.config import ConfigError, Settings
@@ -110,6 +114,8 @@ def serve(
             max_connections=max_connections,
             max_file_bytes=max_file_bytes,
             log_level=log_level.upper() if log_level else None,
+            allow_modules=allow_modules,
+            worktree_roots=worktree_root or None,
         )
         from server.app import run_server
 

@@ -18,6 +18,7 @@ from typing import Any
 from server import errors
 from server.config import Settings
 from server.core.paths import read_worktree_file
+from server.core.policy import Policy
 from server.core.templates import TemplateService
 from server.events import EventBatch
 from server.pipeline.background import BackgroundExecution
@@ -43,6 +44,7 @@ class SessionContext:
     writer: EventWriter
     pipeline: ExecutionPipeline
     settings: Settings
+    policy: Policy
     registry: dict[str, LiveSession] = field(default_factory=dict)
     background_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -106,6 +108,7 @@ class LiveSession(BackgroundListener):
     async def boot(self, detail: dict[str, Any]) -> None:
         """Start a worker from the template and run its startup files (lock held)."""
         tpl, settings = detail["template"], detail["settings"]
+        self.ctx.policy.check_template_modules(tpl["exposed_modules"], tpl["name"], session_id=self.id)
         cache_dir = self.ctx.settings.cache_dir
         libs: list[tuple[str, str]] = []
         for name in tpl["libraries"]:
@@ -136,6 +139,8 @@ class LiveSession(BackgroundListener):
             "mem_mb": settings["limits"].get("mem_mb") or 0,
             "libraries": libs,
             "checkpoints": self.ctx.settings.checkpoints,
+            # Readable by the confined worker besides its worktree and the Python runtime.
+            "read_only": [str(cache_dir)],
         }
         await self.start_worker()
         for path, source in sources:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import posixpath
 import stat
 
 from server import errors
+from server.runtime.beneath import EscapeError, open_beneath
 
 
 def clean_relative_path(raw: str, *, field: str = "path") -> str:
@@ -30,46 +30,42 @@ def clean_relative_path(raw: str, *, field: str = "path") -> str:
     return cleaned
 
 
-def check_worktree(raw: str) -> str:
-    """A session worktree must be an absolute path to an existing directory."""
-    value = raw.strip()
-    if "\x00" in value or not os.path.isabs(value) or not os.path.isdir(value):
-        raise errors.InvalidPath(
-            f"worktree_path must be an absolute path to an existing directory: {raw!r}",
-            worktree_path=raw,
-        )
-    return os.path.normpath(value)
-
-
 def read_worktree_file(worktree: str, rel: str, *, max_bytes: int = 0, **details: str) -> str:
     """Read ``rel`` (already cleaned) inside ``worktree``, at most ``max_bytes`` (0: no cap).
 
-    Symlink escapes are refused, also when a path component is swapped for a symlink between
-    the check and the open (the opened file's real location is checked again). Blocking: the
-    callers run it off the event loop, so a large or slow file never stalls other requests.
+    The path is checked by name for a clear message, then its resolved form is opened beneath
+    the worktree (``openat2``), so a symlink swapped in after the check cannot lead to a host
+    file. Blocking: callers run it off the event loop, so a large or slow file never stalls
+    other requests.
     """
     if "\x00" in rel:  # rows stored before paths were checked for control characters
         raise errors.InvalidPath(f"path must not contain NUL characters: {rel!r}", path=rel, **details)
-    root = os.path.realpath(worktree)
     try:
+        root = os.path.realpath(worktree)
         target = os.path.realpath(os.path.join(root, rel), strict=True)
-    except OSError as exc:
+    except OSError as exc:  # missing, a loop, too long, or swapped while being resolved
         raise _unreadable(rel, exc, details) from None
-    _check_inside(root, target, rel, details)
+    escape = errors.InvalidPath(
+        f"path resolves outside the session worktree (symlink escape): {rel!r}", path=rel, **details
+    )
+    if target != root and not target.startswith(root.rstrip("/") + "/"):
+        raise escape
     try:
-        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _unreadable(rel, exc, details) from None
-    try:
-        with contextlib.suppress(OSError):  # /proc is Linux's; elsewhere the first check stands
-            _check_inside(root, os.readlink(f"/proc/self/fd/{fd}"), rel, details)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise errors.FileNotFound(
-                f"file {rel!r} does not exist in the session worktree or is not a regular file",
-                path=rel,
-                **details,
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = open_beneath(
+                root_fd, os.path.relpath(target, root), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
             )
+        finally:
+            os.close(root_fd)
+    except EscapeError:
+        raise escape from None
+    except OSError as exc:
+        raise _unreadable(rel, exc, details) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a directory, FIFO or device
+            raise _missing(rel, details)
         if max_bytes and st.st_size > max_bytes:
             raise _too_large(rel, st.st_size, max_bytes, details)
     except BaseException:
@@ -85,13 +81,10 @@ def read_worktree_file(worktree: str, rel: str, *, max_bytes: int = 0, **details
     return data.decode("utf-8", errors="replace")
 
 
-def _check_inside(root: str, target: str, rel: str, details: dict[str, str]) -> None:
-    if target != root and not target.startswith(root.rstrip("/") + "/"):
-        raise errors.InvalidPath(
-            f"path resolves outside the session worktree (symlink escape): {rel!r}",
-            path=rel,
-            **details,
-        )
+def _missing(rel: str, details: dict[str, str]) -> errors.DomainError:
+    return errors.FileNotFound(
+        f"file {rel!r} does not exist in the session worktree or is not a regular file", path=rel, **details
+    )
 
 
 def _unreadable(rel: str, exc: OSError, details: dict[str, str]) -> errors.DomainError:
@@ -99,12 +92,8 @@ def _unreadable(rel: str, exc: OSError, details: dict[str, str]) -> errors.Domai
         return errors.InvalidPath(f"path is too long for the file system: {rel[:200]!r}...", **details)
     if exc.errno == errno.ELOOP:
         return errors.InvalidPath(f"path goes through a symbolic-link loop: {rel!r}", path=rel, **details)
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return errors.FileNotFound(
-            f"file {rel!r} does not exist in the session worktree or is not a regular file",
-            path=rel,
-            **details,
-        )
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return _missing(rel, details)
     return errors.FileNotFound(f"file {rel!r} could not be read: {exc.strerror}", path=rel, **details)
 
 

@@ -283,12 +283,18 @@ class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
 
 
+class SandboxOut(BaseModel):
+    landlock: bool
+    exec: Literal["bubblewrap", "off"]
+
+
 class RuntimeSummary(BaseModel):
     active_sessions: int
     active_session_ids: list[str]
     running_executions: int
     engine: str
     version: str
+    sandbox: SandboxOut
 
 
 class ErrorBody(BaseModel):

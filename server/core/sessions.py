@@ -17,7 +17,7 @@ from server.clock import now_iso
 from server.config import Settings
 from server.core.live import LiveSession, SessionContext
 from server.core.params import parse_uuid
-from server.core.paths import check_worktree
+from server.core.policy import Policy
 from server.core.schemas import SessionCreate, SessionFork
 from server.core.templates import TemplateService
 from server.pipeline.bus import EventBus
@@ -43,8 +43,10 @@ class SessionService:
         writer: EventWriter,
         pipeline: ExecutionPipeline,
         settings: Settings,
+        policy: Policy,
     ) -> None:
         self.store = store
+        self.policy = policy
         self.templates = templates
         self.settings = settings
         self.pipeline = pipeline
@@ -56,6 +58,7 @@ class SessionService:
             writer=writer,
             pipeline=pipeline,
             settings=settings,
+            policy=policy,
         )
         self.live = self.ctx.registry
         self._reaper: asyncio.Task[None] | None = None
@@ -102,6 +105,7 @@ class SessionService:
             "active_sessions": len(active),
             "active_session_ids": active,
             "running_executions": len(self.pipeline.running) + len(self.pipeline.backgrounds),
+            "sandbox": dict(self.policy.sandbox),
         }
 
     # ------------------------------------------------------------------ create
@@ -129,8 +133,12 @@ class SessionService:
             if not getattr(body, name).strip():
                 raise errors.ValidationError(f"{name} is required")
         template_id = parse_uuid(body.template_id, "template")
-        worktree = check_worktree(body.worktree_path)
+        worktree = self.policy.check_worktree(body.worktree_path)
         detail = await self.templates.detail(template_id)
+        tpl_row = detail["template"]
+        self.policy.check_template_modules(
+            tpl_row["exposed_modules"], tpl_row["name"], template_id=template_id
+        )
         self._check_room()
         tpl, settings = detail["template"], detail["settings"]
         row: dict[str, Any] = {
@@ -232,7 +240,7 @@ class SessionService:
         widen it (its runtime inherits the parent's confinement)."""
         if raw is None or not raw.strip():
             return parent.worktree
-        worktree = check_worktree(raw)
+        worktree = parent.ctx.policy.check_worktree(raw)
         root = os.path.realpath(parent.worktree)
         real = os.path.realpath(worktree)
         if real != root and not real.startswith(root + os.sep):

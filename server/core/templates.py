@@ -10,6 +10,7 @@ from typing import Any
 from server import errors
 from server.clock import now_iso
 from server.core.paths import clean_relative_path
+from server.core.policy import Policy
 from server.core.schemas import CAPABILITY_KINDS as CAPABILITY_KINDS
 from server.core.schemas import MAX_NAME_LENGTH as MAX_NAME_LENGTH
 from server.core.schemas import MIN_MEM_MB as MIN_MEM_MB
@@ -82,8 +83,9 @@ def _shape_capability(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class TemplateService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, policy: Policy) -> None:
         self.store = store
+        self.policy = policy
         # Settings are read at every execution; the cache is coherent because this process is
         # the only writer and every write goes through this service.
         self._settings_cache: dict[str, dict[str, Any]] = {}
@@ -314,6 +316,7 @@ class TemplateService:
 
     async def add_module(self, template_id: str, raw: str) -> dict[str, Any]:
         name = self._module_name(raw, template_id)
+        self.policy.check_module(name, template_id=template_id)
         await self._edit_list(template_id, "exposed_modules", name, add=True)
         return {"template_id": template_id, "name": name}
 

@@ -22,7 +22,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from server.runtime import protocol
+from server.runtime import protocol, sandbox
 
 if TYPE_CHECKING:
     from server.runtime.worker import Worker
@@ -100,14 +100,17 @@ def _forked(worker: Worker, main: socket.socket, ctl: socket.socket, config: dic
     worker.background_active = False
     worker.dirty = False
     worktree = config.get("worktree") or worker.worktree
-    if worker.modules is not None:
-        worker.modules.after_fork(worktree)
     if worktree != worker.worktree:
+        # A fork may narrow file access to a directory inside the parent's worktree; the kernel
+        # keeps the parent's confinement and adds this one on top (it can never widen it).
+        sandbox.narrow(worktree)
         worker.worktree = worktree
         try:
             os.chdir(worktree)
         except OSError:
             pass
+    if worker.modules is not None:
+        worker.modules.after_fork(worktree)
     if "mem_mb" in config:
         worker.set_memory(config["mem_mb"] or 0)
     _resume(worker)

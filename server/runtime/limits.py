@@ -39,6 +39,7 @@ class Stream:
         self.reported_stuck = False
         self.cpu_spent = 0.0
         self.cpu_mark = 0.0
+        self.box_cpu = 0.0  # CPU of `exec` boxes, counted by their helper process
 
     @classmethod
     def foreground(cls, exec_id: str, kind: str, limits: dict[str, Any]) -> Stream:
@@ -61,11 +62,12 @@ class Stream:
 
     def cpu_used(self) -> float:
         running = time.process_time() - self.cpu_mark if self.in_js else 0.0
-        return self.cpu_spent + running
+        return self.cpu_spent + running + self.box_cpu
 
     def new_callback(self) -> None:
         """A background callback starts: its CPU limit counts from here."""
         self.cpu_spent = 0.0
+        self.box_cpu = 0.0
         self.reported_stuck = False
 
     # -- output ----------------------------------------------------------------------------

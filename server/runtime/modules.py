@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
-import math
 import os
-import signal
-import sqlite3
-import subprocess
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from server.runtime.beneath import EscapeError, open_beneath
+from server.runtime.database import Database
+from server.runtime.hostcalls import JsError, error_json, js_type, jsonable, type_error
 
 
 @dataclass(frozen=True)
@@ -94,38 +95,28 @@ def module_functions(names: Iterable[str]) -> dict[str, list[str]]:
     return result
 
 
-class JsError(Exception):
-    """An error to hand back to JavaScript as `{"error": {"name", "message"}}`."""
+class RunBudget(Protocol):
+    """What the worker tells a module about the execution in progress (used by `exec`)."""
 
-    def __init__(self, message: str, name: str = "Error") -> None:
-        super().__init__(message)
-        self.name = name
-        self.message = message
+    def cpu_left(self) -> float | None:
+        """CPU seconds the execution may still use, None without a CPU limit."""
+        ...
 
+    def charge_cpu(self, seconds: float) -> None:
+        """Count CPU used outside the worker process (an exec box) against the execution."""
+        ...
 
-def _type_error(message: str) -> JsError:
-    return JsError(message, "TypeError")
-
-
-def _jsonable(value: Any) -> Any:
-    """Make a Python value JSON-safe the way JSON.stringify would (non-finite floats → null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bytes | bytearray | memoryview):
-        # BLOBs come back as arrays of byte values, like Array.from(new Uint8Array(blob)).
-        return list(bytes(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+    def stopped(self) -> bool:
+        """True once the execution was cancelled or passed a limit."""
+        ...
 
 
 class ModuleHost:
     """Serves `require('fs'|'database'|'exec')` calls for one session, confined to its worktree.
 
     Runs inside the session's worker process; every call is synchronous and `call()` never
-    raises, so a bug here surfaces as a JavaScript Error rather than killing the worker.
+    raises, so a bug here surfaces as a JavaScript Error rather than killing the worker. Paths
+    are checked by name first (for clear messages), then opened race-free beneath the worktree.
     """
 
     def __init__(
@@ -133,21 +124,31 @@ class ModuleHost:
         worktree: str,
         enabled: Iterable[str],
         deadline: Callable[[], float | None],
+        *,
+        budget: RunBudget | None = None,
     ) -> None:
         self._root = os.path.realpath(worktree)
+        self._root_fd: int | None = None  # opened at the first fs call (the worktree may be gone)
         self._enabled = frozenset(normalize_module_name(n) for n in enabled)
         self._deadline = deadline
-        self._db: sqlite3.Connection | None = None
-        self._db_target: str | None = None  # what configure() opened: a path or ":memory:"
+        self._budget = budget
+        self._db = Database(self._resolve, deadline)
+        # The exec helper must exist before the worker confines itself (see exec_box).
+        self._box: Any = None
+        self._box_missing = "exec.run: the exec module is not available in this session"
+        if "exec" in self._enabled:
+            from server.runtime.exec_box import ExecBox
+
+            self._box = ExecBox(self._root)
         self._handlers: dict[tuple[str, str], Callable[..., Any]] = {
             ("fs", "readFileSync"): self._fs_read,
             ("fs", "writeFileSync"): self._fs_write,
             ("fs", "existsSync"): self._fs_exists,
             ("fs", "readdirSync"): self._fs_readdir,
-            ("database", "configure"): self._db_configure,
-            ("database", "query"): self._db_query,
-            ("database", "exec"): self._db_exec,
-            ("database", "close"): self._db_close,
+            ("database", "configure"): self._db.configure,
+            ("database", "query"): self._db.query,
+            ("database", "exec"): self._db.exec,
+            ("database", "close"): self._db.close,
             ("exec", "run"): self._exec_run,
         }
 
@@ -157,38 +158,32 @@ class ModuleHost:
         """Run `module.function(...args)`; return `{"ok": value}` or `{"error": {...}}` as JSON."""
         try:
             value = self._dispatch(module, function, args_json)
-            return json.dumps({"ok": _jsonable(value)}, ensure_ascii=False, allow_nan=False)
+            return json.dumps({"ok": jsonable(value)}, ensure_ascii=False, allow_nan=False)
         except JsError as exc:
-            return _error_json(exc.name, exc.message)
+            return error_json(exc.name, exc.message)
         except Exception as exc:  # a bug must reach JS as an Error, not crash
-            return _error_json("Error", f"{module}.{function} failed: {type(exc).__name__}: {exc}")
+            return error_json("Error", f"{module}.{function} failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        """Release open resources (the database handle)."""
-        if self._db is not None:
-            try:
-                self._db.close()
-            finally:
-                self._db = None
-                self._db_target = None
+        """Release open resources (the database handle, the exec helper)."""
+        self._db.close()
+        if self._box is not None:
+            self._box.close()
+            self._box = None
 
     def after_fork(self, worktree: str) -> None:
-        """In a forked session's worker: stop sharing the parent's database connection.
-
-        An in-memory database is part of the copied memory and stays; a file database is opened
-        again (a SQLite connection must not be used by two processes), unless it lies outside
-        the new, possibly narrower, worktree.
-        """
+        """In a forked session's worker: its own worktree (maybe narrower), its own database
+        connection, and no share in the parent's exec helper (its socket is the parent's)."""
         self._root = os.path.realpath(worktree)
-        target = self._db_target
-        if self._db is None or target is None or target == ":memory:":
-            return
-        self._db = None  # the parent keeps using its handle: do not close it from here
-        inside = target == self._root or target.startswith(self._root + os.sep)
-        self._db_target = None
-        if inside:
-            with contextlib.suppress(sqlite3.Error):
-                self._open_db(target)
+        self._root_fd = None  # the inherited descriptor names the parent's worktree
+        self._db.after_fork(self._root)
+        if self._box is not None:
+            self._box.detach()
+            self._box = None
+            self._box_missing = (
+                "exec.run: exec is not available in a forked session (its sandbox helper belongs "
+                "to the session it was forked from); create a session from the template to use it"
+            )
 
     def _dispatch(self, module: str, function: str, args_json: str) -> Any:
         if module not in self._enabled:
@@ -198,13 +193,13 @@ class ModuleHost:
             )
         handler = self._handlers.get((module, function))
         if handler is None:
-            raise _type_error(f"{module}.{function} is not a function")
+            raise type_error(f"{module}.{function} is not a function")
         try:
             args = json.loads(args_json) if args_json else []
         except ValueError as exc:
-            raise _type_error(f"{module}.{function}: arguments are not valid JSON: {exc}") from exc
+            raise type_error(f"{module}.{function}: arguments are not valid JSON: {exc}") from exc
         if not isinstance(args, list):
-            raise _type_error(f"{module}.{function}: arguments must be a JSON array")
+            raise type_error(f"{module}.{function}: arguments must be a JSON array")
         return handler(*args)
 
     # -- paths ----------------------------------------------------------------------------
@@ -212,23 +207,36 @@ class ModuleHost:
     def _resolve(self, raw: Any, what: str) -> str:
         """Absolute real path of `raw` inside the worktree, or a JsError naming `raw`."""
         if not isinstance(raw, str):
-            raise _type_error(
-                f'The "{what}" argument must be a string path relative to the worktree, got {_js_type(raw)}'
+            raise type_error(
+                f'The "{what}" argument must be a string path relative to the worktree, got {js_type(raw)}'
             )
         if raw == "" or "\x00" in raw:
-            raise _type_error(f"ENOENT: invalid path {raw!r}: use a non-empty relative path")
+            raise type_error(f"ENOENT: invalid path {raw!r}: use a non-empty relative path")
         if os.path.isabs(raw):
             raise JsError(
                 f"EACCES: absolute paths are not allowed, use a path relative to the session "
                 f"worktree: {raw!r}"
             )
-        resolved = os.path.realpath(os.path.join(self._root, raw))
+        try:
+            resolved = os.path.realpath(os.path.join(self._root, raw))
+        except OSError as exc:  # e.g. EINVAL: a symlink was swapped for a file while being resolved
+            raise _os_error(exc, "open", raw) from None
         if resolved != self._root and not resolved.startswith(self._root + os.sep):
-            raise JsError(
-                f"EACCES: path escapes the session worktree: {raw!r}; use a path (and symlinks) "
-                f"that stay inside it"
-            )
+            raise _escape(raw)
         return resolved
+
+    def _open(self, raw: Any, flags: int, syscall: str) -> int:
+        """The path checked by name, then its resolved form opened beneath the worktree: no
+        step may leave it, whatever was swapped in since the check."""
+        rel = os.path.relpath(self._resolve(raw, "path"), self._root)
+        try:
+            if self._root_fd is None:
+                self._root_fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            return open_beneath(self._root_fd, rel, flags)
+        except EscapeError:
+            raise _escape(raw) from None
+        except OSError as exc:
+            raise _os_error(exc, syscall, raw) from exc
 
     # -- fs -------------------------------------------------------------------------------
 
@@ -238,198 +246,112 @@ class ModuleHost:
         if encoding is not None and (
             not isinstance(encoding, str) or encoding.lower() not in ("utf8", "utf-8")
         ):
-            raise _type_error(
+            raise type_error(
                 f"readFileSync: unsupported encoding {encoding!r}; use 'utf8' (files are "
                 f"always read as UTF-8 text)"
             )
-        full = self._resolve(path, "path")
+        # O_NONBLOCK: opening a FIFO must not hang the worker; only regular files are read.
+        fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, "open")
         try:
-            with open(full, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise _os_error(exc, "open", path) from exc
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise _os_error(IsADirectoryError(errno.EISDIR, "is a directory"), "read", path)
+            if not stat.S_ISREG(mode):
+                raise JsError(f"EINVAL: not a regular file, open {path!r}")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
         return data.decode("utf-8", errors="replace")
 
     def _fs_write(self, path: Any = None, data: Any = None, *_: Any) -> None:
         if not isinstance(data, str):
-            raise _type_error(f'The "data" argument of writeFileSync must be a string, got {_js_type(data)}')
-        full = self._resolve(path, "path")
-        try:
-            with open(full, "w", encoding="utf-8", newline="") as fh:
-                fh.write(data)
-        except OSError as exc:
-            raise _os_error(exc, "open", path) from exc
+            raise type_error(f'The "data" argument of writeFileSync must be a string, got {js_type(data)}')
+        fd = self._open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_NOCTTY, "open")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(data)
 
     def _fs_exists(self, path: Any = None, *_: Any) -> bool:
         try:
-            full = self._resolve(path, "path")
+            os.close(self._open(path, os.O_PATH, "stat"))
         except JsError:
             return False
-        return os.path.exists(full)
+        return True
 
     def _fs_readdir(self, path: Any = None, *_: Any) -> list[str]:
-        full = self._resolve(path, "path")
+        fd = self._open(path, os.O_RDONLY | os.O_DIRECTORY, "scandir")
         try:
-            return sorted(os.listdir(full))
-        except OSError as exc:
-            raise _os_error(exc, "scandir", path) from exc
-
-    # -- database -------------------------------------------------------------------------
-
-    def _db_configure(self, path: Any = None, *_: Any) -> None:
-        if path == ":memory:":
-            target = ":memory:"
-        else:
-            target = self._resolve(path, "path")
-            if os.path.isdir(target):
-                raise JsError(
-                    f"database.configure: {path!r} is a directory; pass a SQLite file path "
-                    f"inside the worktree or ':memory:'"
-                )
-        self.close()
-        try:
-            self._open_db(target)
-        except sqlite3.Error as exc:
-            raise JsError(f"database.configure: cannot open {path!r}: {exc}") from exc
-
-    def _open_db(self, target: str) -> None:
-        # Autocommit: each exec() is durable at once, as with Go's database/sql.
-        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        conn.set_progress_handler(self._db_should_interrupt, 10_000)
-        self._db = conn
-        self._db_target = target
-
-    def _db_should_interrupt(self) -> int:
-        limit = self._deadline()
-        return 1 if limit is not None and time.monotonic() >= limit else 0
-
-    def _db_conn(self, function: str) -> sqlite3.Connection:
-        if self._db is None:
-            raise JsError(
-                f"database.{function}: no database is configured; call "
-                f"database.configure('file.db') or database.configure(':memory:') first"
-            )
-        return self._db
-
-    def _db_query(self, sql: Any = None, *params: Any) -> list[dict[str, Any]]:
-        conn = self._db_conn("query")
-        _check_sql("query", sql)
-        try:
-            cur = conn.execute(sql, _sql_params("query", params))
-            rows = cur.fetchall()
-            columns = [d[0] for d in cur.description or ()]
-        except sqlite3.Error as exc:
-            raise _db_error("query", exc) from exc
-        return [dict(zip(columns, row, strict=True)) for row in rows]
-
-    def _db_exec(self, sql: Any = None, *params: Any) -> dict[str, int]:
-        conn = self._db_conn("exec")
-        _check_sql("exec", sql)
-        bound = _sql_params("exec", params)
-        before = conn.total_changes
-        try:
-            try:
-                cur = conn.execute(sql, bound)
-                affected = cur.rowcount
-                last_id = cur.lastrowid
-            except sqlite3.ProgrammingError as exc:
-                # Several statements in one string (a schema, say) are allowed without params.
-                if bound or "one statement at a time" not in str(exc):
-                    raise
-                conn.executescript(sql)
-                affected = conn.total_changes - before
-                last_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise _db_error("exec", exc) from exc
-        return {"rowsAffected": max(affected, 0), "lastInsertId": last_id or 0}
-
-    def _db_close(self, *_: Any) -> None:
-        self.close()
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
 
     # -- exec -----------------------------------------------------------------------------
 
     def _exec_run(self, cmd: Any = None, args: Any = None, *_: Any) -> str:
         if not isinstance(cmd, str) or not cmd:
-            raise _type_error(
-                f"exec.run: the command must be a non-empty string such as 'ls', got {_js_type(cmd)}"
+            raise type_error(
+                f"exec.run: the command must be a non-empty string such as 'ls', got {js_type(cmd)}"
             )
         if args is None:
             args = []
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-            raise _type_error(
-                f"exec.run({cmd!r}, args): args must be an array of strings, e.g. ['-l', 'src']"
-            )
+            raise type_error(f"exec.run({cmd!r}, args): args must be an array of strings, e.g. ['-l', 'src']")
+        if "\x00" in cmd or any("\x00" in a for a in args):
+            raise type_error(f"exec.run({cmd!r}, args): the command and its arguments must not contain NUL")
         timeout: float | None = None
         limit = self._deadline()
         if limit is not None:
             timeout = limit - time.monotonic()
             if timeout <= 0:
                 raise JsError(f"exec.run: not starting {cmd!r}: the execution's time is up")
-        try:
-            proc = subprocess.Popen(
-                [cmd, *args],
-                cwd=self._root,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # so a timeout can kill the whole process group
-            )
-        except FileNotFoundError as exc:
-            raise JsError(
-                f"exec.run: command not found: {cmd!r}; install it or check the spelling and PATH"
-            ) from exc
-        except PermissionError as exc:
-            raise JsError(f"exec.run: permission denied running {cmd!r}: {exc.strerror}") from exc
-        except OSError as exc:
-            raise JsError(f"exec.run: cannot start {cmd!r}: {exc.strerror or exc}") from exc
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
-            raise JsError(
-                f"exec.run: {cmd!r} was still running when the execution's time limit was "
-                f"reached, so it was killed; raise limits.wall_ms or make the command faster"
-            ) from None
-        finally:
-            if proc.poll() is None:
-                _kill_group(proc)
-                proc.wait()
-        stdout = out.decode("utf-8", errors="replace")
-        if proc.returncode != 0:
-            stderr = err.decode("utf-8", errors="replace").strip()
-            if proc.returncode < 0:
-                status = f"was killed by signal {-proc.returncode}"
-            else:
-                status = f"exited with status {proc.returncode}"
-            detail = f": {stderr}" if stderr else " (no stderr output)"
-            raise JsError(f"exec.run: {cmd!r} {status}{detail}")
-        return stdout
+        budget = self._budget
+        cpu_left = budget.cpu_left() if budget is not None else None
+        if cpu_left is not None and cpu_left <= 0:
+            raise JsError(f"exec.run: not starting {cmd!r}: the execution's CPU time is used up")
+        if self._box is None:
+            raise JsError(self._box_missing)
+        result = self._box.run(
+            cmd,
+            args,
+            cwd=self._root,
+            timeout_s=timeout,
+            cpu_s=cpu_left,
+            stop=budget.stopped if budget is not None else (lambda: False),
+        )
+        if budget is not None:
+            budget.charge_cpu(result.get("cpu_s") or 0.0)
+        return _exec_outcome(cmd, result)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _exec_outcome(cmd: str, result: dict[str, Any]) -> str:
+    """The program's stdout, or the JsError its end deserves."""
+    status = result["status"]
+    if status == "exited" and result["code"] == 0:
+        return str(result["stdout"])
+    messages = {
+        "timeout": f"exec.run: {cmd!r} was still running when the execution's time limit was "
+        f"reached, so it was killed; raise limits.wall_ms or make the command faster",
+        "cpu": f"exec.run: {cmd!r} used up the execution's CPU time (limits.cpu_ms, counted over "
+        f"all its processes), so it was killed",
+        "killed": "exec.run: execution cancelled",
+        "output": f"exec.run: {cmd!r} wrote more than 8 MiB to stdout, so it was killed",
+        "not_found": f"exec.run: command not found: {cmd!r}; install it or check the spelling and PATH",
+        "denied": f"exec.run: permission denied running {cmd!r}",
+    }
+    if status in messages:
+        raise JsError(messages[status])
+    if status == "exited":
+        stderr = str(result["stderr"]).strip()
+        detail = f": {stderr}" if stderr else " (no stderr output)"
+        raise JsError(f"exec.run: {cmd!r} exited with status {result['code']}{detail}")
+    raise JsError(f"exec.run: cannot run {cmd!r}: {result.get('message') or 'the sandbox failed'}")
 
 
-def _error_json(name: str, message: str) -> str:
-    return json.dumps({"error": {"name": name, "message": message}}, ensure_ascii=False)
-
-
-def _js_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+def _escape(raw: Any) -> JsError:
+    return JsError(
+        f"EACCES: path escapes the session worktree: {raw!r}; use a path (and symlinks) that stay inside it"
+    )
 
 
 _ERRNO_TEXT = {
@@ -453,26 +375,3 @@ def _os_error(exc: OSError, syscall: str, path: Any) -> JsError:
     else:
         return JsError(f"{exc.strerror or exc}, {syscall} {path!r}")
     return JsError(f"{code}: {_ERRNO_TEXT[code]}, {syscall} {path!r}")
-
-
-def _check_sql(function: str, sql: Any) -> None:
-    if not isinstance(sql, str) or not sql.strip():
-        raise _type_error(
-            f"database.{function}: the first argument must be a SQL string, got {_js_type(sql)}"
-        )
-
-
-def _sql_params(function: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
-    for index, value in enumerate(params, start=1):
-        if value is not None and not isinstance(value, str | int | float | bool):
-            raise _type_error(
-                f"database.{function}: parameter {index} is {_js_type(value)}; bind only "
-                f"strings, numbers, booleans or null (JSON.stringify objects yourself)"
-            )
-    return params
-
-
-def _db_error(function: str, exc: sqlite3.Error) -> JsError:
-    if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
-        return JsError(f"database.{function}: interrupted because the execution's time limit was reached")
-    return JsError(f"database.{function} failed: {exc}")

@@ -30,7 +30,7 @@ import orjson
 from orjson import dumps
 
 from server.clock import now_iso
-from server.runtime import protocol
+from server.runtime import protocol, sandbox
 from server.runtime.engine import BACKGROUND as BG_OWNER
 from server.runtime.engine import Outcome
 from server.runtime.limits import Stream
@@ -152,6 +152,22 @@ class Worker:
         run = self.run
         return None if run is None else run.deadline
 
+    # RunBudget (server.runtime.modules): what `exec` needs to know about the code running now.
+    def cpu_left(self) -> float | None:
+        stream = self.active
+        return None if stream is None or not stream.cpu_s else stream.cpu_s - stream.cpu_used()
+
+    def charge_cpu(self, seconds: float) -> None:
+        stream = self.active
+        if stream is not None:
+            stream.box_cpu += seconds
+            if stream.cpu_s and stream.cpu_used() >= stream.cpu_s and stream.stop_code is None:
+                stream.stop_code, stream.stop_at = "CPU_LIMIT_EXCEEDED", time.monotonic()
+
+    def stopped(self) -> bool:
+        stream = self.active
+        return stream is None or stream.limit_code() is not None
+
     # ------------------------------------------------------------- reader / watchdog thread
 
     def reader(self) -> None:
@@ -214,12 +230,16 @@ class Worker:
         with contextlib.suppress(OSError):
             os.chdir(self.worktree)
         self.checkpoints = bool(cfg.get("checkpoints", True))
-        self.modules = ModuleHost(self.worktree, list(cfg["modules"]), self.deadline)
+        self.modules = ModuleHost(self.worktree, list(cfg["modules"]), self.deadline, budget=self)
         eng = self.engine
         eng.bind_host(console=self.console, host_call=self.host_call, event=self.event)
         eng.configure(modules=cfg["modules"], strict=cfg["strict"], esm=cfg["esm"])
         self.set_memory(cfg.get("mem_mb") or 0)
         _os_memory_backstop(cfg.get("mem_mb") or 0)
+        try:  # before any library or user code runs, and before a second thread exists
+            sandbox.confine(self.worktree, cfg.get("read_only") or ())
+        except Exception as exc:  # noqa: BLE001 - never run user code unconfined
+            return self.send(protocol.InitFailed("INTERNAL", f"cannot confine the worker: {exc}"))
         for name, path in cfg["libraries"]:
             try:
                 with open(path, encoding="utf-8") as fh:
@@ -433,8 +453,20 @@ class Worker:
 
     # ------------------------------------------------------------- main loop
 
-    def serve(self) -> int:
+    def serve(self, *, fresh: bool = False) -> int:
+        """The main loop. A fresh worker first handles its Init, which confines this process,
+        before the reader thread starts: Landlock, no_new_privs and dropped capabilities bind
+        the calling thread and the threads it starts later (a checkpoint is confined already).
+        """
         signal.signal(signal.SIGCHLD, self._reap_checkpoints)
+        if fresh:
+            first = protocol.recv_blocking(self.sock)
+            if first is None:
+                os._exit(0)
+            if isinstance(first, protocol.Init):
+                self.init(first.config)
+            else:
+                self.commands.put(first)
         threading.Thread(target=self.reader, name="worker-reader", daemon=True).start()
         eng = self.engine
         while True:
@@ -478,4 +510,4 @@ def worker_main(main_fd: int, ctl_fd: int, engine: Any) -> int:
     sock.setblocking(True)
     ctl = socket.socket(fileno=ctl_fd)
     ctl.setblocking(True)
-    return Worker(sock, ctl, engine).serve()
+    return Worker(sock, ctl, engine).serve(fresh=True)

@@ -45,11 +45,15 @@ def main(control_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Everything a worker imports is imported here, once, before forking: a new session then
     # pays for none of it and the pages stay shared between workers.
+    import server.runtime.exec_box  # noqa: F401
     import server.runtime.modules  # noqa: F401
+    from server.runtime import beneath, sandbox
     from server.runtime.engine import JsEngine
     from server.runtime.worker import worker_main
 
     engine = JsEngine()  # warm: prelude and parser compiled once, shared copy-on-write
+    sandbox.prepare()
+    beneath.openat2_available()
     control = socket.socket(fileno=control_fd)
     control.sendall(protocol.encode(("ready", os.getpid())))
     if os.getppid() != parent:
