@@ -146,23 +146,27 @@ modules.open_beneath = lambda fd, path, flags, mode=0o666: os.open(path, flags, 
 if not cfg.pop("confine"):
     sandbox.confine = lambda *args, **kwargs: None
 snippets = cfg.pop("snippets")
+cfg["checkpoints"] = False
 mine, theirs = socket.socketpair()
+ctl_mine, ctl_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 if os.fork() == 0:
     mine.close()
+    ctl_mine.close()
     try:
-        worker_main(theirs.fileno(), JsEngine())
+        worker_main(theirs.fileno(), ctl_theirs.fileno(), JsEngine())
     finally:
         os._exit(0)
 theirs.close()
-mine.sendall(protocol.encode(("init", cfg)))
-assert protocol.recv_blocking(mine)[0] == "ready"
+ctl_theirs.close()
+mine.sendall(protocol.encode(protocol.Init(cfg)))
+assert isinstance(protocol.recv_blocking(mine), protocol.Ready)
 results = []
 for i, source in enumerate(snippets):
-    spec = {"exec_id": f"e{i}", "kind": "repl", "source": source, "limits": {"wall_ms": 20000}}
-    mine.sendall(protocol.encode(("run", spec)))
-    while (msg := protocol.recv_blocking(mine))[0] != "done":
+    spec = protocol.Run(f"e{i}", "repl", source, "<repl>", {"wall_ms": 20000}, checkpoint=False)
+    mine.sendall(protocol.encode(spec))
+    while not isinstance(msg := protocol.recv_blocking(mine), protocol.Done):
         pass
-    kind, payload = msg[2]["outcome"]
+    kind, payload = msg.outcome
     results.append(payload.get("json") if kind == "value" else "threw: " + payload["message"])
 print(json.dumps(results))
 """

@@ -144,6 +144,8 @@ def test_installed_server_serves_the_ui_and_the_api(installed: tuple[Path, Path]
         created = _run(*cli, "template", "create", "--name", "from-wheel", cwd=home)
         match = re.search(r"Created template: .* \(ID: ([0-9a-f-]+)\)", created.stdout)
         assert match, created.stdout
+        work = home / "work"  # not the directory holding the server's database: that is refused
+        work.mkdir()
         session = _run(
             *cli,
             "session",
@@ -155,7 +157,7 @@ def test_installed_server_serves_the_ui_and_the_api(installed: tuple[Path, Path]
             "--base-commit",
             "c0ffee",
             "--worktree-path",
-            home,
+            work,
             cwd=home,
         )
         sid = re.search(r"Created session: ([0-9a-f-]+)", session.stdout)
