@@ -3,7 +3,8 @@
 For each N: create N sessions one after another (``POST /api/v1/sessions``, a template with no
 startup files or libraries) over one keep-alive connection and time each request; with all N
 alive and idle, read ``/proc/<pid>/smaps_rollup`` of every worker (pid from the session's
-``runtime_meta.worker_pid``): PSS (``Pss``) and USS (``Private_Clean + Private_Dirty``); then
+``runtime_meta.worker_pid``) and of its checkpoint (the worker's child), summed per session:
+PSS (``Pss``) and USS (``Private_Clean + Private_Dirty``); then
 close them all (N=1 and N=10 are repeated until 20 creations are timed). Workers are forked
 from a warm zygote, so most of the engine is shared copy-on-write:
 PSS charges each worker its share of those pages.
@@ -36,13 +37,33 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     return out
 
 
-def memory_of(pids: list[int]) -> dict[str, Any]:
+def descendants(pid: int) -> list[int]:
+    """The process and everything below it (a worker, its checkpoint, an exec helper)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def memory_of(groups: list[list[int]]) -> dict[str, Any]:
+    """Memory per group of processes (one group per session: its worker and its checkpoint)."""
     pss, uss, rss = [], [], []
-    for pid in pids:
-        m = smaps_rollup(pid)
-        pss.append(m.get("Pss", 0) / 1024)
-        uss.append((m.get("Private_Clean", 0) + m.get("Private_Dirty", 0)) / 1024)
-        rss.append(m.get("Rss", 0) / 1024)
+    for pids in groups:
+        maps = [smaps_rollup(pid) for pid in pids]
+        pss.append(sum(m.get("Pss", 0) for m in maps) / 1024)
+        uss.append(sum(m.get("Private_Clean", 0) + m.get("Private_Dirty", 0) for m in maps) / 1024)
+        rss.append(sum(m.get("Rss", 0) for m in maps) / 1024)
     return {
         "pss_mb": summary(pss, digits=3),
         "uss_mb": summary(uss, digits=3),
@@ -83,7 +104,8 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
                         sessions.append(s)
                     if trial == trials - 1:
                         await asyncio.sleep(args.settle)
-                        mem = memory_of([int(s["runtime_meta"]["worker_pid"]) for s in sessions])
+                        # Each session's worker and its checkpoint (and anything else it runs).
+                        mem = memory_of([descendants(int(s["runtime_meta"]["worker_pid"])) for s in sessions])
                 finally:
                     t0 = time.perf_counter()
                     for s in sessions:
