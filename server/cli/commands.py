@@ -77,6 +77,11 @@ def main() -> None:
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--allow-modules", help="Native modules templates may enable (default fs,database).")
 @click.option("--worktree-root", multiple=True, help="Directory session worktrees must be in (repeatable).")
+@click.option(
+    "--checkpoints/--no-checkpoints",
+    default=None,
+    help="Keep a forked checkpoint per session: rollback, fork and completion (default on).",
+)
 @pass_state
 def serve(
     state: CliState,
@@ -94,6 +99,7 @@ def serve(
     log_level: str | None,
     allow_modules: str | None,
     worktree_root: tuple[str, ...],
+    checkpoints: bool | None,
 ) -> None:
     """Run the API server."""
     from server.config import ConfigError, Settings
@@ -116,6 +122,7 @@ def serve(
             log_level=log_level.upper() if log_level else None,
             allow_modules=allow_modules,
             worktree_roots=worktree_root or None,
+            checkpoints=checkpoints,
         )
         from server.app import run_server
 
