@@ -297,3 +297,25 @@ async def test_fork_answers_503_when_the_server_is_full(
     await expect_error(await client.post(f"/api/v1/sessions/{s['id']}/fork"), 503, "TOO_MANY_SESSIONS")
     # Nothing was left behind by the refusal.
     assert [row["id"] for row in await (await client.get("/api/v1/sessions")).json()] == [s["id"]]
+
+
+async def test_without_checkpoints_a_kill_resets_and_fork_is_refused(
+    aiohttp_client: Any, settings: Any, worktree: Any
+) -> None:
+    from dataclasses import replace
+
+    from server.app import create_app
+    from tests.conftest import Api
+
+    client = await aiohttp_client(create_app(replace(settings, checkpoints=False)))
+    api = Api(client, worktree)
+    s = await api.session(cpu_ms=150, wall_ms=10_000)
+    await api.value(s["id"], "var kept = 1")
+    status, body = await api.repl(s["id"], SPIN)
+    assert body["events"][-1]["payload"]["state"] == "reset"
+    assert (await api.value(s["id"], "typeof kept"))["json"] == "undefined"
+    await expect_error(await client.post(f"/api/v1/sessions/{s['id']}/fork"), 409, "SESSION_NOT_READY")
+    body = await (await client.post(f"/api/v1/sessions/{s['id']}/complete", json={"input": "Ma"})).json()
+    assert body["candidates"] == []
+    # Only the worker runs: no checkpoint process below it.
+    assert descendants(await api.worker_pid(s["id"])) == set()

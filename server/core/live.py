@@ -300,7 +300,9 @@ class LiveSession(BackgroundListener):
     async def fork_worker(self, config: dict[str, Any]) -> tuple[WorkerHandle, str | None]:
         """A new worker from this session's checkpoint, and the execution it reflects."""
         worker = self.worker
-        ckpt = await worker.current_checkpoint() if worker is not None else None
+        ckpt = None
+        if worker is not None and self.ctx.settings.checkpoints:
+            ckpt = await worker.current_checkpoint()
         if ckpt is None:
             raise errors.SessionNotReady(
                 f"session {self.id} has no checkpoint to fork from (checkpoints are off, or it is "
@@ -318,8 +320,10 @@ class LiveSession(BackgroundListener):
     async def complete(self, text: str, cursor: int) -> protocol.Completions:
         """Answered by the checkpoint: it never disturbs the live worker, busy or not."""
         worker = self.worker
-        ckpt = await worker.current_checkpoint(within_s=1.0) if worker is not None else None
-        if ckpt is None and worker is not None:
+        if worker is None or not self.ctx.settings.checkpoints:
+            return protocol.Completions(cursor, cursor, [])
+        ckpt = await worker.current_checkpoint(within_s=1.0)
+        if ckpt is None:
             ckpt = worker.checkpoint  # still being taken: the one before will do
         if ckpt is None or not ckpt.usable:
             return protocol.Completions(cursor, cursor, [])
