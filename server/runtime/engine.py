@@ -18,6 +18,7 @@ _PRELUDE_FILES = (
     _JS_DIR / "inspect.js",
     _JS_DIR / "transform.js",
     _JS_DIR / "complete.js",
+    _JS_DIR / "console.js",
     _JS_DIR / "prelude.js",
 )
 # Each prelude file is evaluated after this many blank lines, so that its functions' stack

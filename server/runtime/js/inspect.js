@@ -1,4 +1,4 @@
-// vm-system prelude, part 1 of 4: primordials, promise state tracking and a port of Node's
+// vm-system prelude, part 1 of 5: primordials, promise state tracking and a port of Node's
 // util.inspect / util.format. Shares its internals with the later parts through the hidden
 // namespace `__vmi`, which the last part (prelude.js) deletes before any user code runs.
 (function (global) {
