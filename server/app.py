@@ -76,9 +76,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         bus = EventBus()
         writer = EventWriter(st, bus, await st.max_event_id())
         templates = TemplateService(st, policy)
-        pipeline = ExecutionPipeline(
-            st, writer, bus, cancel_grace_s=settings.cancel_grace_s, checkpoints=settings.checkpoints
-        )
+        pipeline = ExecutionPipeline(st, writer, bus, cancel_grace_s=settings.cancel_grace_s)
         sessions = SessionService(
             store=st,
             templates=templates,

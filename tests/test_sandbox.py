@@ -162,7 +162,7 @@ mine.sendall(protocol.encode(protocol.Init(cfg)))
 assert isinstance(protocol.recv_blocking(mine), protocol.Ready)
 results = []
 for i, source in enumerate(snippets):
-    spec = protocol.Run(f"e{i}", "repl", source, "<repl>", {"wall_ms": 20000}, checkpoint=False)
+    spec = protocol.Run(f"e{i}", "repl", source, "<repl>", {"wall_ms": 20000})
     mine.sendall(protocol.encode(spec))
     while not isinstance(msg := protocol.recv_blocking(mine), protocol.Done):
         pass

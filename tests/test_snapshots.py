@@ -319,3 +319,20 @@ async def test_without_checkpoints_a_kill_resets_and_fork_is_refused(
     assert body["candidates"] == []
     # Only the worker runs: no checkpoint process below it.
     assert descendants(await api.worker_pid(s["id"])) == set()
+
+
+async def test_a_big_session_gets_its_checkpoint_once_idle(api: Any, client: Any) -> None:
+    # Over ~96 MB a fork is costly: the checkpoint waits for a moment of idleness instead of
+    # following every execution (docs/performance.md); the state is kept all the same.
+    tpl = await api.template(limits={"cpu_ms": 20_000, "wall_ms": 60_000, "mem_mb": 400})
+    s = await api.session(tpl["id"])
+    await api.value(s["id"], "var big = []; for (let i = 0; i < 7e6; i++) big.push(i); big.length")
+    await api.value(s["id"], "var kept = 'big and kept'")
+    r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={"settings": {"limits": {"cpu_ms": 300}}})
+    assert r.status == 200
+    worker = client.server.app[SERVICES].sessions.live[s["id"]].worker
+    ckpt = await worker.current_checkpoint(within_s=30)
+    assert ckpt is not None and ckpt.execution_id == worker.last_finished
+    status, body = await api.repl(s["id"], SPIN)
+    assert body["events"][-1]["payload"]["state"] == "rolled_back"
+    assert (await api.value(s["id"], "[kept, big.length]"))["json"] == ["big and kept", 7_000_000]

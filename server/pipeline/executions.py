@@ -87,14 +87,12 @@ class ExecutionPipeline:
         bus: EventBus,
         *,
         cancel_grace_s: float = CANCEL_GRACE_S,
-        checkpoints: bool = True,
     ) -> None:
         self.store = store
         self.writer = writer
         self.bus = bus
         self.finalizer = Finalizer(store, writer, bus)
         self.cancel_grace_s = cancel_grace_s
-        self.checkpoints = checkpoints
         # Running executions: their task and their session.
         self.running: dict[str, tuple[asyncio.Task[ExecOutcome], SessionRuntime]] = {}
         self.backgrounds: dict[str, SessionRuntime] = {}
@@ -302,7 +300,6 @@ class ExecutionPipeline:
             args=req.args,
             env=req.env,
             timers=req.timers if req.kind == "repl" else "wait",
-            checkpoint=self.checkpoints,
         )
         return await worker.run(spec, rec.on_batch)
 

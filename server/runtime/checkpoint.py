@@ -38,6 +38,9 @@ def become_checkpoint(worker: Worker, channel: socket.socket) -> NoReturn:
             os.close(fd)
         # Forked sessions are our children; nobody waits for them.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        # A checkpoint only waits, and its exit (tearing down a copy of the worker's memory
+        # map) is work nobody waits for: it gets only the CPU time nothing else wants.
+        _scheduling(os.SCHED_IDLE)
         _serve(worker, channel)
     except BaseException:  # noqa: BLE001 - a checkpoint must never return into the worker's code
         import traceback
@@ -98,7 +101,7 @@ def _forked(worker: Worker, main: socket.socket, ctl: socket.socket, config: dic
     # A forked session starts with no background work of the parent's (and no history).
     worker.engine.clear_background()
     worker.background_active = False
-    worker.dirty = False
+    worker.stale = False
     worktree = config.get("worktree") or worker.worktree
     if worktree != worker.worktree:
         # A fork may narrow file access to a directory inside the parent's worktree; the kernel
@@ -116,7 +119,16 @@ def _forked(worker: Worker, main: socket.socket, ctl: socket.socket, config: dic
     _resume(worker)
 
 
+def _scheduling(policy: int) -> None:
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except (OSError, AttributeError):  # not Linux, or not allowed: keep the current policy
+        pass
+
+
 def _resume(worker: Worker) -> NoReturn:
+    # A worker again: batch work to the kernel, like every session worker (see zygote.py).
+    _scheduling(os.SCHED_BATCH)
     code = 0
     try:
         worker.send(protocol.Ready(os.getpid()))

@@ -287,7 +287,7 @@ class WorkerHandle:
         ckpt = CheckpointHandle(socket.socket(fileno=got[1][0]), pid, execution_id)
         old, self.checkpoint = self.checkpoint, ckpt
         if old is not None:
-            old.close()
+            old.close(kill=False)  # it exits on its own as its channel closes
         self._on_checkpoint(ckpt)
         self._checkpointed.set()
 
@@ -389,25 +389,28 @@ class CheckpointHandle:
             raise WorkerError("WORKER_CRASHED", "the checkpoint did not answer")
         return reply
 
-    def close(self) -> None:
-        """Discard the checkpoint: it exits when its channel closes (killed as a backstop)."""
+    def close(self, *, kill: bool = True) -> None:
+        """Discard the checkpoint: it exits when its channel closes; ``kill`` also SIGKILLs it
+        at once (a session closing, the server stopping), which a routine replacement by a
+        newer checkpoint does not need."""
         if self._lock.locked():
             self._close_when_idle = True  # a request is using it; closed when that ends
-            asyncio.get_running_loop().create_task(self._close_later())
+            asyncio.get_running_loop().create_task(self._close_later(kill))
             return
-        self._close_now()
+        self._close_now(kill)
 
-    async def _close_later(self) -> None:
+    async def _close_later(self, kill: bool) -> None:
         async with self._lock:
-            self._close_now()
+            self._close_now(kill)
 
-    def _close_now(self) -> None:
+    def _close_now(self, kill: bool) -> None:
         if self._closed:
             return
         self._closed = True
         self.sock.close()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(self.pid, signal.SIGKILL)
+        if kill:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -48,7 +48,6 @@ class Run:
     args: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     timers: str = "wait"
-    checkpoint: bool = True  # take a checkpoint when the run has finished
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,15 @@ FLUSH_EVENTS = 512  # flush at this many buffered events...
 FLUSH_AFTER_S = 0.001  # ...or when the oldest buffered event is this old
 WATCH_INTERVAL_S = 0.002
 STUCK_GRACE_S = 0.05  # how long code may keep running after a cancel / output limit
+# Checkpoint policy (docs/performance.md has the measurements behind it): a checkpoint is forked
+# right after each execution while the worker's memory is small; a fork and the copy-on-write
+# after it grow with the memory, so a session with more gets its checkpoint once it has been
+# idle for IDLE_FACTOR times what its last fork cost (fast bursts of executions then share the
+# checkpoint taken before them).
+EXACT_MEMORY_BYTES = 96 * 1024 * 1024
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+IDLE_FACTOR = 4.0
+MIN_IDLE_S = 0.01
 
 
 class Worker:
@@ -51,7 +60,8 @@ class Worker:
         self._background_limits: dict[str, Any] = {}
         self.background = Stream.background({})
         self.background_active = False  # the server has a background execution running
-        self.dirty = False  # background callbacks ran since the last checkpoint
+        self.stale = False  # the state changed since the last checkpoint
+        self.fork_cost = 0.0  # seconds the last checkpoint's fork took
         self.last_execution: str | None = None  # the last execution that finished here
         self._checkpoint_pids: set[int] = set()
         self._attach(sock, ctl)
@@ -265,7 +275,7 @@ class Worker:
 
     def execute(self, spec: protocol.Run) -> None:
         eng = self.engine
-        if self.dirty:
+        if self.stale and self.small_heap():
             self.checkpoint()  # background callbacks changed the state: keep it as it is now
         run = Stream.foreground(spec.exec_id, spec.kind, spec.limits)
         self.wake.clear()
@@ -325,7 +335,8 @@ class Worker:
         self.last_execution = run.exec_id
         if self.background_active and left == 0:
             self.end_background(None)  # this run cleared the last background timer
-        if spec.checkpoint:
+        self.stale = True
+        if self.small_heap():
             self.checkpoint()
 
     def _drive(self, run: Stream, res: Outcome | float | None) -> tuple[Outcome | None, str | None]:
@@ -381,7 +392,7 @@ class Worker:
             eng.run_timer()
             self._leave(stream)
             if stream.key == BACKGROUND:
-                self.dirty = True
+                self.stale = True
                 self._background_failure()
                 if stream.stop_code is not None:
                     self.end_background(stream.stop_code)
@@ -418,6 +429,7 @@ class Worker:
         """Fork a frozen copy of this runtime and hand its channel to the server."""
         if not self.checkpoints:
             return
+        started = time.perf_counter()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # The reader thread holds neither lock while we fork, so the child inherits them free.
         with self.send_lock, self._cancel_lock:
@@ -436,7 +448,18 @@ class Worker:
         finally:
             mine.close()
         self._checkpoint_pids.add(pid)
-        self.dirty = False
+        self.stale = False
+        self.fork_cost = time.perf_counter() - started
+
+    def small_heap(self) -> bool:
+        """Whether a checkpoint is cheap enough to take after every execution (the resident
+        memory of this process, read from /proc in microseconds)."""
+        try:
+            with open("/proc/self/statm", "rb") as fh:
+                resident = int(fh.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            return True
+        return resident <= EXACT_MEMORY_BYTES
 
     def _reap_checkpoints(self, *_: Any) -> None:
         """SIGCHLD: collect checkpoints that exited (the server discarded them, or killed them).
@@ -471,6 +494,10 @@ class Worker:
         eng = self.engine
         while True:
             timeout = eng.next_due() if self.background_active else None
+            idle_checkpoint = self.stale and self.checkpoints
+            if idle_checkpoint:  # a checkpoint deferred because forking is costly: when idle
+                wait = max(MIN_IDLE_S, self.fork_cost * IDLE_FACTOR)
+                timeout = wait if timeout is None else min(timeout, wait)
             try:
                 if timeout is not None and timeout <= 0:
                     msg = self.commands.get_nowait()
@@ -479,6 +506,8 @@ class Worker:
             except queue.Empty:
                 self._run_due_timers()
                 self.flush()  # nothing else would send a background callback's output
+                if idle_checkpoint and self.stale:
+                    self.checkpoint()
                 continue
             if isinstance(msg, protocol.Run):
                 self.execute(msg)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import signal
 import socket
@@ -54,6 +55,9 @@ def main(control_fd: int) -> None:
     engine = JsEngine()  # warm: prelude and parser compiled once, shared copy-on-write
     sandbox.prepare()
     beneath.openat2_available()
+    # Everything built so far lives as long as the workers do: keep the collector off it, so
+    # that collections in a worker (or a checkpoint) never write to those shared pages.
+    gc.freeze()
     control = socket.socket(fileno=control_fd)
     control.sendall(protocol.encode(("ready", os.getpid())))
     if os.getppid() != parent:
