@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tests.ui_support import (
     Ui,
     console_lines,
@@ -192,6 +193,12 @@ async def test_a_flood_keeps_the_newest_lines_and_the_log_jumps_to_its_end(page:
     )
     await page.goto(ui.url(f"/executions/{running['id']}?page_size=100"))
     await expect(rows).to_have_count(100)
+
+    async def all_lines_stored() -> bool:  # the loop has logged its 3,000 lines, then waits
+        last = await ui.call("GET", f"/executions/{running['id']}/events?after_seq=3000")
+        return bool(last)
+
+    await eventually(all_lines_stored)
     await page.get_by_role("button", name="Jump to the end").click()
     await expect(rows.last).to_have_attribute("data-seq", "3001")
     await ui.call("POST", f"/executions/{running['id']}/cancel")

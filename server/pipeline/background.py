@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
-from server.clock import now_iso
 from server.events import EventBatch
 from server.pipeline.bus import EventBus
 from server.pipeline.finalizer import Ending, Finalizer
-from server.pipeline.recorder import Recorder
+from server.pipeline.recorder import Recorder, new_execution
 from server.pipeline.writer import EventWriter
 from server.store.store import Store
 
@@ -44,21 +42,7 @@ class BackgroundExecution:
         self.bus = bus
         self.finalizer = finalizer
         self.limits = dict(limits)
-        self.record: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "session_id": session_id,
-            "kind": "background",
-            "input": None,
-            "path": None,
-            "args": {},
-            "env": {},
-            "status": "running",
-            "started_at": now_iso(),
-            "ended_at": None,
-            "result": None,
-            "error": None,
-            "metrics": {},
-        }
+        self.record = new_execution(session_id, "background")
         self.id: str = self.record["id"]
         self.rec = Recorder(writer, self.id, keep=False, on_failure=lambda: None, held=True)
         self.ended: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,12 +19,11 @@ from typing import Any, Protocol
 import orjson
 
 from server import errors
-from server.clock import now_iso
 from server.events import EventTuple
 from server.pipeline.background import BackgroundExecution
 from server.pipeline.bus import EventBus
 from server.pipeline.finalizer import Ending, Finalizer
-from server.pipeline.recorder import Recorder
+from server.pipeline.recorder import Recorder, new_execution
 from server.pipeline.writer import EventWriter
 from server.runtime import protocol
 from server.runtime.handle import RunResult, WorkerHandle
@@ -166,21 +164,9 @@ class ExecutionPipeline:
         """Create the execution row (lock held) and launch its run."""
         try:
             limits = await live.current_limits()
-            record: dict[str, Any] = {
-                "id": str(uuid.uuid4()),
-                "session_id": live.id,
-                "kind": req.kind,
-                "input": req.input,
-                "path": req.path,
-                "args": req.args,
-                "env": req.env,
-                "status": "running",
-                "started_at": now_iso(),
-                "ended_at": None,
-                "result": None,
-                "error": None,
-                "metrics": {},
-            }
+            record = new_execution(
+                live.id, req.kind, input=req.input, path=req.path, args=req.args, env=req.env
+            )
             # A REPL's input echo (seq 1) is committed with the row itself: one commit fewer.
             first: list[EventTuple] = []
             if req.kind == "repl":

@@ -1,8 +1,10 @@
-"""Sequencing the events of one execution: seq numbers, global ids, hand-off to the writer."""
+"""An execution's record and the sequencing of its events: seq numbers, global ids, hand-off
+to the writer."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,33 @@ import orjson
 from server.clock import now_iso
 from server.events import EventBatch, EventTuple
 from server.pipeline.writer import EventWriter
+
+
+def new_execution(
+    session_id: str,
+    kind: str,
+    *,
+    input: str | None = None,
+    path: str | None = None,
+    args: dict[str, Any] | None = None,
+    env: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of an execution that starts now (API.md §4), status ``running``."""
+    return {
+        "id": str(uuid.uuid4()),
+        "session_id": session_id,
+        "kind": kind,
+        "input": input,
+        "path": path,
+        "args": args if args is not None else {},
+        "env": env if env is not None else {},
+        "status": "running",
+        "started_at": now_iso(),
+        "ended_at": None,
+        "result": None,
+        "error": None,
+        "metrics": {},
+    }
 
 
 class Recorder:
