@@ -280,6 +280,14 @@ def pg_schema(url: str = PG_URL) -> Any:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def setup_session(
     base_url: str, worktree: Path, *, limits: dict[str, Any] | None = None, name: str | None = None
 ) -> tuple[str, str]:

@@ -336,3 +336,20 @@ async def test_a_big_session_gets_its_checkpoint_once_idle(api: Any, client: Any
     status, body = await api.repl(s["id"], SPIN)
     assert body["events"][-1]["payload"]["state"] == "rolled_back"
     assert (await api.value(s["id"], "[kept, big.length]"))["json"] == ["big and kept", 7_000_000]
+
+
+async def test_a_busy_server_defers_checkpoints_and_says_what_a_rollback_lost(api: Any) -> None:
+    # Well over a hundred executions a second: checkpointing each would take more CPU than the
+    # pacer allows, so they share checkpoints until the session is idle (docs/performance.md).
+    s = await api.session(cpu_ms=200, wall_ms=10_000)
+    await api.value(s["id"], "var n = 0")
+    for _ in range(300):
+        await api.value(s["id"], "n++")
+    status, body = await api.repl(s["id"], SPIN)
+    payload = body["events"][-1]["payload"]
+    assert payload["state"] == "rolled_back"
+    lost = payload.get("lost_executions", 0)
+    assert lost >= 1, payload  # the burst outran its checkpoints...
+    assert "their changes are gone too" in payload["message"]
+    # ...and the count is the truth: the state is that of `lost` executions ago.
+    assert (await api.value(s["id"], "n"))["json"] == 300 - lost

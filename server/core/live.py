@@ -24,6 +24,7 @@ from server.events import EventBatch
 from server.pipeline.background import BackgroundExecution
 from server.pipeline.bus import EventBus
 from server.pipeline.executions import ExecRequest, ExecutionPipeline
+from server.pipeline.finalizer import Recovery
 from server.pipeline.writer import EventWriter
 from server.runtime import libraries, modules, protocol
 from server.runtime.handle import BackgroundListener, CheckpointHandle, WorkerError, WorkerHandle
@@ -184,12 +185,13 @@ class LiveSession(BackgroundListener):
 
     # ------------------------------------------------------------------ recovery
 
-    async def recover(self, reason: str, *, clear_background: bool = False) -> str:
+    async def recover(self, reason: str, *, clear_background: bool = False) -> Recovery:
         """The worker was killed or died: continue from the checkpoint, or rebuild from the
-        template when there is none (lock held). Returns "rolled_back", "reset" or "crashed"."""
+        template when there is none (lock held)."""
         old = self.worker
         self.worker = None
         ckpt = old.take_checkpoint() if old is not None else None
+        lost = old.since_checkpoint if old is not None else 0
         if old is not None:
             old.kill()
         bg = self.background
@@ -199,16 +201,16 @@ class LiveSession(BackgroundListener):
         if ckpt is not None and ckpt.usable and await self._promote(ckpt, clear_background):
             await self._save_meta(rollbacks=self.meta.get("rollbacks", 0) + 1, worker_pid=self.worker_pid)
             log.info("session %s rolled back to its checkpoint after %s", self.id, reason)
-            state = "rolled_back"
+            recovery = Recovery("rolled_back", lost)
         else:
             if ckpt is not None:
                 ckpt.close()
-            state = await self._reset(reason)
-        if bg is not None and self.background is bg and (clear_background or state != "rolled_back"):
+            recovery = Recovery(await self._reset(reason))
+        if bg is not None and self.background is bg and (clear_background or recovery.state != "rolled_back"):
             code = stuck[0] if stuck is not None else "WORKER_CRASHED"
             self.background = None
-            bg.finish_soon(code, cpu_ms=stuck[1] if stuck is not None else 0.0, recovery=state)
-        return state
+            bg.finish_soon(code, cpu_ms=stuck[1] if stuck is not None else 0.0, recovery=recovery)
+        return recovery
 
     @property
     def worker_pid(self) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from server.events import EventBatch
 from server.pipeline.bus import EventBus
-from server.pipeline.finalizer import Ending, Finalizer
+from server.pipeline.finalizer import Ending, Finalizer, Recovery
 from server.pipeline.recorder import Recorder, new_execution
 from server.pipeline.writer import EventWriter
 from server.store.store import Store
@@ -64,7 +64,12 @@ class BackgroundExecution:
         self.rec.on_batch(batch)
 
     def finish_soon(
-        self, code: str | None, *, cpu_ms: float = 0.0, output_bytes: int = 0, recovery: str | None = None
+        self,
+        code: str | None,
+        *,
+        cpu_ms: float = 0.0,
+        output_bytes: int = 0,
+        recovery: Recovery | None = None,
     ) -> None:
         """End it (from a callback of the event loop): ``code`` None when no timer is left."""
         if self._ending:
@@ -72,7 +77,9 @@ class BackgroundExecution:
         self._ending = True
         asyncio.get_running_loop().create_task(self._finish(code, cpu_ms, output_bytes, recovery))
 
-    async def _finish(self, code: str | None, cpu_ms: float, output_bytes: int, recovery: str | None) -> None:
+    async def _finish(
+        self, code: str | None, cpu_ms: float, output_bytes: int, recovery: Recovery | None
+    ) -> None:
         try:
             if not await self._opened:
                 self.ended.set_result(self.record)

@@ -22,7 +22,7 @@ from server import errors
 from server.events import EventTuple
 from server.pipeline.background import BackgroundExecution
 from server.pipeline.bus import EventBus
-from server.pipeline.finalizer import Ending, Finalizer
+from server.pipeline.finalizer import Ending, Finalizer, Recovery
 from server.pipeline.recorder import Recorder, new_execution
 from server.pipeline.writer import EventWriter
 from server.runtime import protocol
@@ -51,7 +51,7 @@ class SessionRuntime(Protocol):
 
     async def current_limits(self) -> dict[str, Any]: ...
 
-    async def recover(self, reason: str, *, clear_background: bool = False) -> str: ...
+    async def recover(self, reason: str, *, clear_background: bool = False) -> Recovery: ...
 
     async def cancel_background(self) -> dict[str, Any] | None: ...
 
@@ -152,7 +152,7 @@ class ExecutionPipeline:
             worker = live.worker
             if worker is None or not worker.alive:
                 # The worker died while idle and its rebuild has not run yet: do it now.
-                if await live.recover("WORKER_CRASHED") == "crashed":
+                if (await live.recover("WORKER_CRASHED")).state == "crashed":
                     self._check_ready(live)
         except BaseException:
             live.lock.release()
@@ -259,12 +259,12 @@ class ExecutionPipeline:
             if not lock_held:
                 live.lock.release()
 
-    async def _recover(self, live: SessionRuntime, reason: str) -> str:
+    async def _recover(self, live: SessionRuntime, reason: str) -> Recovery:
         try:
             return await live.recover(reason, clear_background=reason == "BACKGROUND_KILLED")
         except Exception:  # noqa: BLE001 - a failed rebuild must not leave the execution open
             log.exception("session %s could not be rebuilt after %s", live.id, reason)
-            return "crashed"
+            return Recovery("crashed")
 
     async def _run(
         self,
@@ -290,7 +290,7 @@ class ExecutionPipeline:
         return await worker.run(spec, rec.on_batch)
 
     def _ending(
-        self, result: RunResult, limits: dict[str, Any], rec: Recorder, recovery: str | None
+        self, result: RunResult, limits: dict[str, Any], rec: Recorder, recovery: Recovery | None
     ) -> Ending:
         """How a finished run ends: its value or exception, or the limit that stopped it."""
         code = result.code

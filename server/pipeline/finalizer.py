@@ -48,6 +48,16 @@ RECOVERY_NOTE = {
 }
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """What became of a session's state after its worker was killed (API.md §11)."""
+
+    state: str  # "rolled_back", "reset" or "crashed"
+    # Executions that finished after the checkpoint the state was rolled back to: their
+    # changes are gone too (checkpoints deferred while the server was busy; 0 normally).
+    lost: int = 0
+
+
 @dataclass
 class Ending:
     """How an execution ends: its status, result or error, and its closing event."""
@@ -58,7 +68,7 @@ class Ending:
     terminal: tuple[str, dict[str, Any]] | None = None
 
     @classmethod
-    def from_code(cls, code: str, limits: dict[str, Any], *, recovery: str | None = None) -> Ending:
+    def from_code(cls, code: str, limits: dict[str, Any], *, recovery: Recovery | None = None) -> Ending:
         """The ending of a run stopped by a limit, a cancel, a crash or a shutdown."""
         status, text = _LIMIT_TEXT.get(code, _LIMIT_TEXT["WORKER_CRASHED"])
         message = text.format(
@@ -67,8 +77,14 @@ class Ending:
         public = "WORKER_CRASHED" if code == "BACKGROUND_KILLED" else code
         payload: dict[str, Any] = {"level": "warn" if status == "cancelled" else "error", "code": public}
         if recovery is not None:
-            message += RECOVERY_NOTE[recovery]
-            payload["state"] = recovery
+            message += RECOVERY_NOTE[recovery.state]
+            payload["state"] = recovery.state
+            if recovery.lost:
+                message += (
+                    f" (its checkpoint was taken {recovery.lost} execution(s) earlier, while the "
+                    "server was busy: their changes are gone too)"
+                )
+                payload["lost_executions"] = recovery.lost
         payload["message"] = message
         return cls(status, None, {"code": public, "message": message}, ("system", payload))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 from server.events import EventBatch
 from server.runtime import protocol
+from server.runtime.pacer import CheckpointPacer
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class WorkerHandle:
         *,
         on_gone: Callable[[WorkerHandle], None],
         on_checkpoint: Callable[[CheckpointHandle], None],
+        pacer: CheckpointPacer,
     ) -> None:
         self.sock = sock
         self.ctl = ctl
@@ -102,6 +105,10 @@ class WorkerHandle:
         self._checkpointed = asyncio.Event()
         self._on_gone = on_gone
         self._on_checkpoint = on_checkpoint
+        self._pacer = pacer
+        # Executions finished since the checkpoint this worker holds was taken: a rollback
+        # loses their effects too (0 when checkpoints follow every execution).
+        self.since_checkpoint = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
@@ -151,7 +158,8 @@ class WorkerHandle:
                 )
             )
         try:
-            self._send(spec)
+            self._pacer.note_run()
+            self._send(dataclasses.replace(spec, checkpoint_delay=self._pacer.delay()))
             grace = self._early_cancels.pop(pending.exec_id, None)
             if grace is not None:
                 self.cancel(pending.exec_id, grace_s=grace)
@@ -248,6 +256,7 @@ class WorkerHandle:
                 # Before the run's result: the timers' first events may follow at once.
                 self.listener.on_background_start(pending.limits if pending is not None else {})
             self.last_finished = msg.exec_id
+            self.since_checkpoint += 1
             if pending is not None and pending.exec_id == msg.exec_id and not pending.future.done():
                 pending.future.set_result(
                     RunResult(
@@ -268,6 +277,7 @@ class WorkerHandle:
                 pending.cpu_ms = msg.cpu_ms
                 self._kill_for(pending, msg.code)
         elif isinstance(msg, protocol.Checkpointed):
+            self._pacer.note_checkpoint(msg.fork_s)
             self._adopt_checkpoint(msg.pid, msg.execution_id)
         elif isinstance(msg, protocol.BackgroundEnded):
             self.listener.on_background_end(msg.code, msg.cpu_ms, msg.output_bytes)
@@ -285,6 +295,7 @@ class WorkerHandle:
             log.error("worker %s announced checkpoint %s without its channel", self.pid, pid)
             return
         ckpt = CheckpointHandle(socket.socket(fileno=got[1][0]), pid, execution_id)
+        self.since_checkpoint = 0 if execution_id == self.last_finished else self.since_checkpoint
         old, self.checkpoint = self.checkpoint, ckpt
         if old is not None:
             old.close(kill=False)  # it exits on its own as its channel closes

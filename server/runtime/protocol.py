@@ -48,6 +48,9 @@ class Run:
     args: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     timers: str = "wait"
+    # Take the checkpoint after this run at once (0) or once the session has been idle this
+    # many seconds (the server is busy: checkpoints come out of spare time).
+    checkpoint_delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,7 @@ class Checkpointed:
 
     pid: int
     execution_id: str | None  # the last execution whose end it reflects (None: start-up only)
+    fork_s: float = 0.0  # what forking it cost the worker
 
 
 # ------------------------------------------------------------------ server -> checkpoint (ctl)

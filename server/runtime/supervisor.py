@@ -18,6 +18,7 @@ import weakref
 
 from server.runtime import protocol
 from server.runtime.handle import CheckpointHandle, WorkerError, WorkerHandle
+from server.runtime.pacer import CheckpointPacer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class WorkerPool:
         self.handles: set[WorkerHandle] = set()
         # Every checkpoint still referenced somewhere; the rest are gone with their handles.
         self.checkpoints: weakref.WeakSet[CheckpointHandle] = weakref.WeakSet()
+        self.pacer = CheckpointPacer()
 
     async def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -117,7 +119,9 @@ class WorkerPool:
 
     def make_handle(self, sock: socket.socket, ctl: socket.socket, pid: int) -> WorkerHandle:
         """A handle for a worker process, registered until the process is gone."""
-        handle = WorkerHandle(sock, ctl, pid, on_gone=self._gone, on_checkpoint=self.checkpoints.add)
+        handle = WorkerHandle(
+            sock, ctl, pid, on_gone=self._gone, on_checkpoint=self.checkpoints.add, pacer=self.pacer
+        )
         self.handles.add(handle)
         return handle
 

@@ -40,15 +40,16 @@ FLUSH_EVENTS = 512  # flush at this many buffered events...
 FLUSH_AFTER_S = 0.001  # ...or when the oldest buffered event is this old
 WATCH_INTERVAL_S = 0.002
 STUCK_GRACE_S = 0.05  # how long code may keep running after a cancel / output limit
-# Checkpoint policy (docs/performance.md has the measurements behind it): a checkpoint is forked
-# right after each execution while the worker's memory is small; a fork and the copy-on-write
-# after it grow with the memory, so a session with more gets its checkpoint once it has been
-# idle for IDLE_FACTOR times what its last fork cost (fast bursts of executions then share the
-# checkpoint taken before them).
+# Checkpoint policy (docs/performance.md has the measurements behind it). A fork, the
+# copy-on-write after it and the old checkpoint's exit cost a few milliseconds of CPU, more for
+# a big heap. So the checkpoint after an execution is forked at once when the server says it
+# has the time for it (``Run.checkpoint_delay`` 0: it is not busy) and the worker's memory is
+# small; otherwise once the session has been idle for that delay (and, for a big heap, for
+# IDLE_FACTOR times what its last fork cost): executions that follow each other faster share
+# the checkpoint taken before them.
 EXACT_MEMORY_BYTES = 96 * 1024 * 1024
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 IDLE_FACTOR = 4.0
-MIN_IDLE_S = 0.01
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class Worker:
@@ -62,6 +63,7 @@ class Worker:
         self.background_active = False  # the server has a background execution running
         self.stale = False  # the state changed since the last checkpoint
         self.fork_cost = 0.0  # seconds the last checkpoint's fork took
+        self.checkpoint_delay = 0.0  # idle time before a deferred checkpoint
         self.last_execution: str | None = None  # the last execution that finished here
         self._checkpoint_pids: set[int] = set()
         self._attach(sock, ctl)
@@ -275,7 +277,7 @@ class Worker:
 
     def execute(self, spec: protocol.Run) -> None:
         eng = self.engine
-        if self.stale and self.small_heap():
+        if self.stale and spec.checkpoint_delay <= 0 and self.small_heap():
             self.checkpoint()  # background callbacks changed the state: keep it as it is now
         run = Stream.foreground(spec.exec_id, spec.kind, spec.limits)
         self.wake.clear()
@@ -336,7 +338,8 @@ class Worker:
         if self.background_active and left == 0:
             self.end_background(None)  # this run cleared the last background timer
         self.stale = True
-        if self.small_heap():
+        self.checkpoint_delay = spec.checkpoint_delay
+        if spec.checkpoint_delay <= 0 and self.small_heap():
             self.checkpoint()
 
     def _drive(self, run: Stream, res: Outcome | float | None) -> tuple[Outcome | None, str | None]:
@@ -442,7 +445,7 @@ class Worker:
             become_checkpoint(self, theirs)  # never returns
         theirs.close()
         try:
-            done = protocol.Checkpointed(pid, self.last_execution)
+            done = protocol.Checkpointed(pid, self.last_execution, time.perf_counter() - started)
             protocol.send_packet(self.ctl, done, [mine.fileno()])
             self.send(done)
         finally:
@@ -495,8 +498,10 @@ class Worker:
         while True:
             timeout = eng.next_due() if self.background_active else None
             idle_checkpoint = self.stale and self.checkpoints
-            if idle_checkpoint:  # a checkpoint deferred because forking is costly: when idle
-                wait = max(MIN_IDLE_S, self.fork_cost * IDLE_FACTOR)
+            if idle_checkpoint:  # a deferred checkpoint: taken once the session is idle
+                wait = self.checkpoint_delay
+                if not self.small_heap():
+                    wait = max(wait, self.fork_cost * IDLE_FACTOR)
                 timeout = wait if timeout is None else min(timeout, wait)
             try:
                 if timeout is not None and timeout <= 0:
