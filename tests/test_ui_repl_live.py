@@ -142,6 +142,8 @@ async def test_console_clear_table_and_object_arguments(page: Any, ui: Ui) -> No
     )
 
     async def check() -> None:
+        # The value is the last event: everything else is on the page once it is.
+        await expect(page.locator(".exec .line.value .vt-preview")).to_have_text("'after'")
         await expect(page.locator("#repl-log > .exec")).to_have_count(1)  # 'before' is hidden
         await expect(page.locator(".repl-cleared")).to_contain_text("console.clear()")
         out = page.locator(".exec .exec-out")
@@ -184,6 +186,7 @@ async def test_map_and_set_results_open_and_minus_zero_is_shown(page: Any, ui: U
     await block.locator(".vt-root > summary").click()
     entries = block.locator(".vt-root > .vt-children > li > .vt-entry")
     await expect(entries).to_have_count(2)
+    await expect(entries.last).to_contain_text("'v'")
     texts = [" ".join(t.split()) for t in await entries.all_inner_texts()]
     assert texts == ["'k' => { a: 1 }", "{ id: 2 } => 'v'"]
     await entries.first.locator("summary").click()  # the value of 'k' opens in turn
@@ -193,7 +196,7 @@ async def test_map_and_set_results_open_and_minus_zero_is_shown(page: Any, ui: U
     block = await run(page, "new Set([1, 'a'])")
     await block.locator(".vt-root > summary").click()
     items = block.locator(".vt-root > .vt-children > li > .vt-entry")
-    assert await items.all_inner_texts() == ["1", "'a'"]
+    await expect(items).to_have_text(["1", "'a'"])
 
     # The server sends the first 100 entries; the rest are counted, not lost silently.
     block = await run(page, "new Map(Array.from({length: 150}, (_, i) => [i, i * i]))")
