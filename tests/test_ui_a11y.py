@@ -121,13 +121,15 @@ async def check_schemes_and_take_screenshots(browser: Any, ui: Ui, sid: str) -> 
         if scheme == "light":
             await run(page, "console.log('hello from vm-system'); console.info('3 workers ready'); 'ok'")
             await run(
-                page,
-                "console.debug('cache miss: users'); console.warn('slow query: 412 ms');"
-                " console.error('retrying request 2/3'); [1, 2, 3].map(n => n * n)",
-            )
-            await run(
                 page, r"console.log('\x1b[32m✔\x1b[0m build \x1b[1mdone\x1b[0m in \x1b[33m1.2 s\x1b[0m')"
             )
+            block = await run(
+                page,
+                "console.table([{ service: 'web', status: 'up', ms: 12 },"
+                " { service: 'db', status: 'up', ms: 3 }])\n"
+                "new Map([['web', { port: 8080 }], ['db', { port: 5432 }]])",
+            )
+            await block.locator(".vt-root > summary").click()
             block = await run(
                 page,
                 "const config = { name: 'vm-system', tags: ['repl', 'quickjs'],"
@@ -135,6 +137,11 @@ async def check_schemes_and_take_screenshots(browser: Any, ui: Ui, sid: str) -> 
             )
             await block.locator(".vt-root > summary").click()
             await run(page, "let = ;")
+            await run(
+                page, "setInterval(() => console.log('heartbeat', ++beats), 400); var beats = 0; 'started'"
+            )
+        # The timers' output streams into the background block, kept at the bottom.
+        await page.locator(".exec[data-kind=background] .line.console").nth(2).wait_for()
         colours = await page.evaluate(
             """() => ['body', 'main', '.card, .session-head', '.topbar'].map((s) => {
                 const el = document.querySelector(s); const cs = getComputedStyle(el);
@@ -153,7 +160,9 @@ async def check_schemes_and_take_screenshots(browser: Any, ui: Ui, sid: str) -> 
         else:
             assert luminance > 0.85, colours
         await page.locator("#repl-input").focus()
-        await page.keyboard.type("await fetchReport({ since: '2024-01-01' })")
+        await page.keyboard.type("config.")
+        await page.keyboard.press("Tab")  # the completion list, from the session's own state
+        await page.locator(".cm-tooltip-autocomplete li").nth(2).wait_for()
         await page.screenshot(path=str(ROOT / "docs" / f"screenshot-repl-{scheme}.png"))
         await context.close()
         assert problems.errors == []

@@ -229,3 +229,17 @@ async def test_fork_opens_a_new_session_holding_the_parents_state(page: Any, ui:
     await run(page, "keep = 0")
     assert await value_of(ui, sid, "keep") == 41  # the parent does not see the fork's change
     assert (await ui.call("GET", f"/sessions/{fork}"))["runtime_meta"]["forked_from"]["session_id"] == sid
+
+
+async def test_a_cancelled_runaway_loop_keeps_the_sessions_state(page: Any, ui: Ui) -> None:
+    # Review item 2, as a user meets it: Esc on `while (true) {}` keeps what came before.
+    sid = await ui.session(wall_ms=60_000, cpu_ms=60_000)
+    await open_repl(page, ui, sid)
+    await run(page, "var keep = 1")
+    spin = await run(page, "while (true) {}", wait=False)
+    await expect(spin.locator(".exec-head .badge")).to_have_text("running")
+    await page.keyboard.press("Escape")
+    await expect(spin.locator(".exec-head .badge")).to_have_text("cancelled")
+    await expect(spin.locator(".line.system")).to_contain_text("rolled back to before this execution")
+    block = await run(page, "keep")
+    await expect(block.locator(".line.value .vt-preview")).to_have_text("1")

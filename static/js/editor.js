@@ -116,6 +116,15 @@ function tabCompleter(complete) {
   };
 }
 
+/**
+ * Where a candidate goes in the list (the server sends them by name): data first (an object's
+ * fields, the user's variables), then functions and the rest, `__proto__` and its kin last.
+ */
+function rank({ name, kind }) {
+  if (name.startsWith("__")) return -10;
+  return kind === "property" || kind === "variable" ? 10 : 0;
+}
+
 function completionSource(complete) {
   return async (context) => {
     const reply = await complete(context.state.doc.toString(), context.pos);
@@ -123,7 +132,7 @@ function completionSource(complete) {
     return {
       from: reply.from,
       to: reply.to,
-      options: reply.candidates.map((c) => ({ label: c.name, type: c.kind })),
+      options: reply.candidates.map((c) => ({ label: c.name, type: c.kind, boost: rank(c) })),
       validFor: /^[\w$]*$/,
     };
   };
