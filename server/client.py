@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -19,6 +19,9 @@ _CODE_STATUS = status_by_code()
 
 # Terminal statuses of an execution (API.md section 4).
 ENDED_STATUSES = frozenset({"ok", "error", "timeout", "cancelled"})
+
+# WebSocket replies that say how a request is going without ending it (API.md §12).
+INTERIM_REPLIES = frozenset({"queued"})
 
 
 class ApiError(Exception):
@@ -111,6 +114,7 @@ class VmSocket(_ClosesOnExit):
         self._ws = ws
         self._next_id = 0
         self._pending: dict[int | str, asyncio.Future[dict[str, Any]]] = {}
+        self._interim: dict[int | str, Callable[[dict[str, Any]], None]] = {}
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._closed_error: ApiError | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
@@ -141,9 +145,12 @@ class VmSocket(_ClosesOnExit):
         msg_id: int | str = data["id"]
         return msg_id
 
-    async def request(self, msg: Mapping[str, Any]) -> dict[str, Any]:
+    async def request(
+        self, msg: Mapping[str, Any], *, on_interim: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
         """Send a message and wait for its reply; an `error` reply raises `ApiError`.
 
+        Interim replies (`queued`) go to `on_interim` and leave the request open.
         Wrap it in `asyncio.timeout()` to bound the wait.
         """
         data = dict(msg)
@@ -153,11 +160,13 @@ class VmSocket(_ClosesOnExit):
             raise self._closed_error
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[data["id"]] = future
+        self._interim[data["id"]] = on_interim or (lambda _msg: None)
         try:
             await self.send(data)
             reply = await future
         finally:
             self._pending.pop(data["id"], None)
+            self._interim.pop(data["id"], None)
         if reply.get("type") == "error":
             raise ApiError.from_envelope(0, reply.get("error"))
         return reply
@@ -237,6 +246,9 @@ class VmSocket(_ClosesOnExit):
                 if not isinstance(data, dict):
                     continue
                 reply_to = data.get("reply_to")
+                if data.get("type") in INTERIM_REPLIES and reply_to in self._interim:
+                    self._interim[reply_to](data)
+                    continue
                 future = self._pending.pop(reply_to, None) if isinstance(reply_to, int | str) else None
                 if future is not None and not future.done():
                     future.set_result(data)
@@ -486,6 +498,15 @@ class VmClient(_ClosesOnExit):
     async def delete_session(self, session_id: str) -> dict[str, Any]:
         return await self.request("DELETE", f"/sessions/{_seg(session_id)}")
 
+    async def fork_session(self, session_id: str, **fields: str | None) -> dict[str, Any]:
+        """Fork a live session (API.md §11); `fields`: worktree_path, workspace_id, base_commit_oid."""
+        return await self.request("POST", f"/sessions/{_seg(session_id)}/fork", body=_drop_none(fields))
+
+    async def complete(self, session_id: str, input: str, cursor: int | None = None) -> dict[str, Any]:
+        """Completions at `cursor` (API.md §12): `{from, to, candidates: [{name, kind}]}`."""
+        body = _drop_none({"input": input, "cursor": cursor})
+        return await self.request("POST", f"/sessions/{_seg(session_id)}/complete", body=body)
+
     # -- executions -------------------------------------------------------------------------
 
     async def list_executions(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -505,10 +526,23 @@ class VmClient(_ClosesOnExit):
         params = {"after_seq": after_seq, "limit": limit}
         return await self.request("GET", f"/executions/{_seg(execution_id)}/events", params=params)
 
-    async def repl(self, session_id: str, input: str, *, wait: bool = True) -> dict[str, Any]:
-        """Run REPL input; with `wait` the Execution comes back ended, with its `events`."""
+    async def repl(
+        self,
+        session_id: str,
+        input: str,
+        *,
+        wait: bool = True,
+        timers: str | None = None,
+        queue: bool | None = None,
+    ) -> dict[str, Any]:
+        """Run REPL input; with `wait` the Execution comes back ended, with its `events`.
+
+        `timers` ("wait" or "background") and `queue` as in API.md §12; None sends nothing.
+        """
         body = {"session_id": session_id, "input": input, "wait": wait}
-        return await self.request("POST", "/executions/repl", body=body)
+        return await self.request(
+            "POST", "/executions/repl", body={**body, **_drop_none({"timers": timers, "queue": queue})}
+        )
 
     async def run_file(
         self,
@@ -518,8 +552,11 @@ class VmClient(_ClosesOnExit):
         args: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         wait: bool = True,
+        queue: bool | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"session_id": session_id, "path": path, "wait": wait}
+        if queue is not None:
+            body["queue"] = queue
         if args is not None:
             body["args"] = dict(args)
         if env is not None:

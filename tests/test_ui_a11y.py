@@ -37,11 +37,23 @@ async def build_pages(ui: Ui) -> list[tuple[str, str]]:
         "'x'.repeat(12000)",
         "let = ;",
         "function boom() { throw new TypeError('it broke') }\nboom()",
+        "console.table([{ name: 'a', n: 1 }, { name: 'b', n: 2 }]); console.log('user', { id: 7 });"
+        " new Map([['k', { a: 1 }]])",
     ]
     ids = []
     for code in inputs:
         ex = await ui.call("POST", "/executions/repl", {"session_id": sid, "input": code})
         ids.append(ex["id"])
+    # A background execution still running, with its "Stop timers" button.
+    await ui.call(
+        "POST",
+        "/executions/repl",
+        {
+            "session_id": sid,
+            "input": "setInterval(() => console.log('tick'), 300); 1",
+            "timers": "background",
+        },
+    )
     closed = await ui.session()
     await ui.call("POST", f"/sessions/{closed}/close")
     return [
@@ -56,6 +68,7 @@ async def build_pages(ui: Ui) -> list[tuple[str, str]]:
         (f"/executions/{ids[2]}", "#exec-outcome .vt-truncated"),
         (f"/executions/{ids[3]}", "#exec-outcome .code-frame"),
         (f"/executions/{ids[4]}", "#events-body .exc-stack"),
+        (f"/executions/{ids[5]}", "#events-body .console-table"),
         ("/nothing-here", "h1"),
         ("/sessions/not-an-id", "h1"),
     ]
@@ -73,9 +86,16 @@ async def test_axe_finds_no_violation_on_any_page(browser: Any, ui: Ui, scheme: 
         await page.locator(ready).first.wait_for()
         await page.wait_for_load_state("networkidle")
         if path == repl:
-            # Open the value tree and show the hover-only actions of one entry, as a user would.
-            await page.locator(".exec .vt-root > summary").first.click()
+            # Open the value trees (a result, a Map, a console argument), show the hover-only
+            # actions of one entry and the completion list, as a user would.
+            await page.locator(".exec[data-kind=background] .line.console").first.wait_for()
+            for tree in await page.locator(".exec .vt-root > summary").all():
+                await tree.click()
             await page.locator(".exec").first.hover()
+            await page.locator("#repl-input").focus()
+            await page.keyboard.type("Math.m")
+            await page.keyboard.press("Tab")
+            await page.locator(".cm-tooltip-autocomplete").wait_for()
         results = await axe.run(page, options=AXE_OPTIONS)
         if results.violations_count:
             found[path] = results.generate_report()
@@ -101,13 +121,15 @@ async def check_schemes_and_take_screenshots(browser: Any, ui: Ui, sid: str) -> 
         if scheme == "light":
             await run(page, "console.log('hello from vm-system'); console.info('3 workers ready'); 'ok'")
             await run(
-                page,
-                "console.debug('cache miss: users'); console.warn('slow query: 412 ms');"
-                " console.error('retrying request 2/3'); [1, 2, 3].map(n => n * n)",
-            )
-            await run(
                 page, r"console.log('\x1b[32m✔\x1b[0m build \x1b[1mdone\x1b[0m in \x1b[33m1.2 s\x1b[0m')"
             )
+            block = await run(
+                page,
+                "console.table([{ service: 'web', status: 'up', ms: 12 },"
+                " { service: 'db', status: 'up', ms: 3 }])\n"
+                "new Map([['web', { port: 8080 }], ['db', { port: 5432 }]])",
+            )
+            await block.locator(".vt-root > summary").click()
             block = await run(
                 page,
                 "const config = { name: 'vm-system', tags: ['repl', 'quickjs'],"
@@ -115,6 +137,11 @@ async def check_schemes_and_take_screenshots(browser: Any, ui: Ui, sid: str) -> 
             )
             await block.locator(".vt-root > summary").click()
             await run(page, "let = ;")
+            await run(
+                page, "setInterval(() => console.log('heartbeat', ++beats), 400); var beats = 0; 'started'"
+            )
+        # The timers' output streams into the background block, kept at the bottom.
+        await page.locator(".exec[data-kind=background] .line.console").nth(2).wait_for()
         colours = await page.evaluate(
             """() => ['body', 'main', '.card, .session-head', '.topbar'].map((s) => {
                 const el = document.querySelector(s); const cs = getComputedStyle(el);
@@ -133,7 +160,9 @@ async def check_schemes_and_take_screenshots(browser: Any, ui: Ui, sid: str) -> 
         else:
             assert luminance > 0.85, colours
         await page.locator("#repl-input").focus()
-        await page.keyboard.type("await fetchReport({ since: '2024-01-01' })")
+        await page.keyboard.type("config.")
+        await page.keyboard.press("Tab")  # the completion list, from the session's own state
+        await page.locator(".cm-tooltip-autocomplete li").nth(2).wait_for()
         await page.screenshot(path=str(ROOT / "docs" / f"screenshot-repl-{scheme}.png"))
         await context.close()
         assert problems.errors == []

@@ -29,6 +29,11 @@ async def test_a_failed_create_leaves_no_crashed_row_in_the_default_list(page: A
     for _ in range(2):  # two failed clicks, as in the review
         await page.get_by_role("button", name="Create session").click()
         await expect(page.locator("#create-session + .form-status")).to_contain_text("LIBRARY_UNAVAILABLE")
+    # What to do, said plainly, with the command ready to copy.
+    help_ = page.locator("#create-session + .form-status .flash-help")
+    await expect(help_).to_contain_text("on the machine the server runs on")
+    await expect(help_.locator("code")).to_have_text(f"vm-system libs download {name}")
+    await expect(help_.get_by_role("button", name="copy")).to_be_visible()
     crashed = [s for s in await ui.call("GET", "/sessions") if s["status"] == "crashed"]
     assert len(crashed) == 2
     rows = page.locator("#sessions-body tr[data-session-id]")

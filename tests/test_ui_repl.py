@@ -52,9 +52,9 @@ async def test_the_editor_highlights_closes_brackets_and_indents_with_tab(page: 
     await page.keyboard.press("Shift+Tab")
     assert await editor_text(page) == "if (x) {\n  \n}"
     assert await page.evaluate(FOCUSED_ID) == "repl-input"  # Tab never left the editor
-    await page.keyboard.type("y")
-    await page.keyboard.press("Tab")  # mid-line: an indent at the caret
-    assert await editor_text(page) == "if (x) {\n  y  \n}"
+    await page.keyboard.type("y;")
+    await page.keyboard.press("Tab")  # mid-line, not after a name: an indent at the caret
+    assert await editor_text(page) == "if (x) {\n  y;  \n}"
     # Esc then Tab is the keyboard user's way out of the editor.
     await page.keyboard.press("Escape")
     await page.keyboard.press("Tab")

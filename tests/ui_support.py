@@ -176,12 +176,25 @@ async def open_repl(page: Any, ui: Ui, sid: str) -> None:
 
 
 async def run(page: Any, code: str, *, wait: bool = True) -> Any:
-    """Type ``code`` into the REPL, press Enter, return the locator of its execution block."""
-    before = await page.locator(".exec").count()
+    """Type ``code`` into the REPL, press Enter, return the locator of its execution block.
+
+    The new block is the one whose id was not on the page before (a running background block
+    stays at the bottom, so the newest block is not always the last).
+    """
+    before = await page.eval_on_selector_all(
+        ".exec[data-execution-id]", "els => els.map(e => e.dataset.executionId)"
+    )
     box = page.locator("#repl-input")
     await box.fill(code)
     await box.press("Enter")
-    block = page.locator(".exec").nth(before)
+    handle = await page.wait_for_function(
+        """(before) => [...document.querySelectorAll('.exec[data-execution-id]')]
+            .map((e) => e.dataset.executionId).find((id) => !before.includes(id) && document
+            .querySelector(`.exec[data-execution-id="${id}"] .exec-input`).textContent !== '' &&
+            document.querySelector(`.exec[data-execution-id="${id}"]`).dataset.kind !== 'background')""",
+        arg=before,
+    )
+    block = page.locator(f'.exec[data-execution-id="{await handle.json_value()}"]')
     await block.wait_for()
     if wait:
         await block.locator(".exec-head .badge:not([data-status=running])").wait_for()

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from server.cli.commands import cli, main
-from server.cli.repl import is_incomplete
+from server.cli.incomplete import is_incomplete
 
 __all__ = ["cli", "is_incomplete", "main"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from server.cli import lines
-from server.cli.render import ExecutionPrinter, api_command, output, use_color
+from server.cli import lines, resolve
+from server.cli.render import ID_ONLY, ExecutionPrinter, api_command, ids_of, output, use_color
 from server.cli.state import (
     EXIT_INTERRUPTED,
     JSON_OBJECT,
@@ -34,19 +37,28 @@ def _follow(
     *,
     after_seq: int = 0,
     cancel_on_interrupt: bool,
-) -> None:
-    """Stream an execution's events as they arrive; Ctrl+C cancels it (or just stops following)."""
+) -> Mapping[str, Any]:
+    """Stream an execution's events as they arrive; Ctrl+C cancels it (or just stops following).
+
+    Returns the execution as it ended.
+    """
     printer = ExecutionPrinter(color=use_color(), json_lines=state.json)
     current: dict[str, str] = {}
+    ended: dict[str, Mapping[str, Any]] = {}
     runner = LoopThread()
 
     async def go() -> None:
         async with state.client() as client:
             exec_id = str((await start(client))["id"]) if start else execution_id
             assert exec_id is not None
+            exec_id = await resolve.execution_id(client, exec_id)
             current["id"] = exec_id
             async for item in client.follow_execution(exec_id, after_seq):
-                (printer.event if "seq" in item else printer.final)(item)
+                if "seq" in item:
+                    printer.event(item)
+                else:
+                    ended["execution"] = item
+                    printer.final(item)
 
     async def cancel(exec_id: str) -> None:
         async with state.client() as client:
@@ -62,7 +74,7 @@ def _follow(
         while True:
             try:
                 runner.wait(future)
-                return
+                return ended.get("execution", {})
             except KeyboardInterrupt:
                 if interrupted or not cancel_on_interrupt or "id" not in current:
                     future.cancel()
@@ -77,45 +89,112 @@ def _follow(
         runner.stop()
 
 
+EXIT_JS_ERROR = 2  # --fail-on-error: the JavaScript threw (or failed another way)
+EXIT_JS_STOPPED = 3  # --fail-on-error: a time limit or a cancel ended it
+
+
+def _exit_status(execution: Mapping[str, Any]) -> int:
+    status = execution.get("status")
+    return (
+        EXIT_JS_ERROR if status == "error" else EXIT_JS_STOPPED if status in ("timeout", "cancelled") else 0
+    )
+
+
+@dataclass
+class RunOptions:
+    """How `exec repl` / `run-file` run and print (the options both share)."""
+
+    wait: bool
+    follow: bool
+    fail_on_error: bool
+    id_only: bool
+    queue: bool
+
+
 def _execute(
     state: CliState,
     start: Callable[[VmClient, bool], Awaitable[dict[str, Any]]],
+    opts: RunOptions,
     *,
-    wait: bool,
-    follow: bool,
     with_result: bool,
 ) -> None:
     """--follow streams (this project's form); by default the original's lines once it ended."""
-    if follow:
-        _follow(state, lambda c: start(c, False), None, cancel_on_interrupt=True)
-    elif wait:
-        data = call(state, lambda c: start(c, True))
-        output(state, data, lambda d: lines.execution_result(d, with_result=with_result))
+    ended: Mapping[str, Any] = {}
+    if opts.follow:
+        ended = _follow(state, lambda c: start(c, False), None, cancel_on_interrupt=True)
+    elif opts.wait:
+        ended = call(state, lambda c: start(c, True))
+        human = ids_of if opts.id_only else lambda d: lines.execution_result(d, with_result=with_result)
+        output(state, ended, human)
     else:
-        output(state, call(state, lambda c: start(c, False)), lines.execution_detail)
+        output(
+            state, call(state, lambda c: start(c, False)), ids_of if opts.id_only else lines.execution_detail
+        )
+    if opts.fail_on_error and _exit_status(ended):
+        raise click.exceptions.Exit(_exit_status(ended))
 
 
-_NO_WAIT = click.option("--no-wait", is_flag=True, help="Return at once with the execution.")
-_FOLLOW = click.option("--follow", is_flag=True, help="Stream the output live (Ctrl+C cancels).")
+def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `exec repl` and `exec run-file` share, gathered into one `opts: RunOptions`."""
+
+    @click.option("--no-wait", is_flag=True, help="Return at once with the execution.")
+    @click.option(
+        "--follow/--no-follow",
+        default=None,
+        help="Stream the output live (Ctrl+C cancels). The default on a terminal; --no-follow "
+        "prints the original's lines once it ended.",
+    )
+    @click.option(
+        "--fail-on-error",
+        is_flag=True,
+        help="Exit 2 when the JavaScript fails, 3 on a timeout or a cancel (default: exit 0).",
+    )
+    @click.option("--queue", is_flag=True, help="Wait for a busy session instead of failing (SESSION_BUSY).")
+    @ID_ONLY
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        no_wait: bool,
+        follow: bool | None,
+        fail_on_error: bool,
+        queue: bool,
+        id_only: bool,
+        **kwargs: Any,
+    ) -> Any:
+        state = click.get_current_context().find_object(CliState)
+        assert state is not None
+        if follow is None:  # live on a terminal, where a person watches; scripts get the lines
+            follow = sys.stdout.isatty() and not state.json and not no_wait and not id_only
+        opts = RunOptions(not no_wait, bool(follow), fail_on_error, id_only, queue)
+        return fn(*args, opts=opts, **kwargs)
+
+    return wrapper
+
+
+def _code(code: str) -> str:
+    """CODE, or the code read from stdin when CODE is `-` (as `node -` does)."""
+    return sys.stdin.read() if code == "-" else code
 
 
 @exec_.command("repl")
 @click.argument("session_id")
 @click.argument("code", metavar="CODE")
-@_NO_WAIT
-@_FOLLOW
+@_run_options
 @pass_state
-def exec_repl(state: CliState, session_id: str, code: str, no_wait: bool, follow: bool) -> None:
-    """Evaluate CODE in a session, like a line typed at a REPL.
+def exec_repl(state: CliState, session_id: str, code: str, opts: RunOptions) -> None:
+    """Evaluate CODE in a session, like a line typed at a REPL (CODE `-` reads stdin).
 
     Prints `Execution ID:`, `Status:`, `Result: <json>` and/or `Error: <json>`, then the events;
-    --follow streams them as they happen instead. A JavaScript exception is not a CLI failure.
+    --follow (the default on a terminal) streams them as they happen instead. A JavaScript
+    exception is not a CLI failure unless --fail-on-error is given.
     """
+    source = _code(code)
 
-    def start(c: VmClient, wait: bool) -> Awaitable[dict[str, Any]]:
-        return c.repl(session_id, code, wait=wait)
+    async def start(c: VmClient, wait: bool) -> dict[str, Any]:
+        sid = await resolve.session_id(c, session_id)
+        return await c.repl(sid, source, wait=wait, queue=opts.queue or None)
 
-    _execute(state, start, wait=not no_wait, follow=follow, with_result=True)
+    _execute(state, start, opts, with_result=True)
 
 
 class EnvEntries(click.ParamType):
@@ -144,8 +223,7 @@ class EnvEntries(click.ParamType):
     multiple=True,
     help="__ENV__ as a JSON object, or one KEY=VALUE entry (repeatable).",
 )
-@_NO_WAIT
-@_FOLLOW
+@_run_options
 @pass_state
 def exec_run_file(
     state: CliState,
@@ -153,8 +231,7 @@ def exec_run_file(
     path: str,
     args_: dict[str, Any] | None,
     env: tuple[dict[str, Any], ...],
-    no_wait: bool,
-    follow: bool,
+    opts: RunOptions,
 ) -> None:
     """Run PATH (relative to the session's worktree) in a session.
 
@@ -164,20 +241,26 @@ def exec_run_file(
     for entries in env:
         env_map.update(entries)
 
-    def start(c: VmClient, wait: bool) -> Awaitable[dict[str, Any]]:
-        return c.run_file(session_id, path, args=args_, env=env_map if env else None, wait=wait)
+    async def start(c: VmClient, wait: bool) -> dict[str, Any]:
+        sid = await resolve.session_id(c, session_id)
+        env_ = env_map if env else None
+        return await c.run_file(sid, path, args=args_, env=env_, wait=wait, queue=opts.queue or None)
 
-    _execute(state, start, wait=not no_wait, follow=follow, with_result=False)
+    _execute(state, start, opts, with_result=False)
 
 
 @exec_.command("list")
 @click.argument("session_id")
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many.")
+@ID_ONLY
 @pass_state
-def exec_list(state: CliState, session_id: str, limit: int) -> None:
+def exec_list(state: CliState, session_id: str, limit: int, id_only: bool) -> None:
     """List a session's executions, newest first."""
-    data = call(state, lambda c: c.list_executions(session_id, limit=limit))
-    output(state, data, lines.executions_table)
+
+    async def go(c: VmClient) -> list[dict[str, Any]]:
+        return await c.list_executions(await resolve.session_id(c, session_id), limit=limit)
+
+    output(state, call(state, go), ids_of if id_only else lines.executions_table)
 
 
 api_command(exec_, "get", "get_execution", lines.execution_detail, "Show an execution.", arg="execution_id")
@@ -202,5 +285,9 @@ def exec_events(state: CliState, execution_id: str, after_seq: int, limit: int |
     if follow:
         _follow(state, None, execution_id, after_seq=after_seq, cancel_on_interrupt=False)
         return
-    data = call(state, lambda c: c.get_events(execution_id, after_seq=after_seq, limit=limit))
-    output(state, data, lines.events_table)
+
+    async def go(c: VmClient) -> list[dict[str, Any]]:
+        eid = await resolve.execution_id(c, execution_id)
+        return await c.get_events(eid, after_seq=after_seq, limit=limit)
+
+    output(state, call(state, go), lines.events_table)

@@ -163,6 +163,22 @@ def session_created(session: Mapping[str, Any]) -> None:
     )
 
 
+def session_forked(session: Mapping[str, Any]) -> None:
+    """`session fork`: the lines of `session create`, and where the state came from."""
+    click.echo(f"Forked session: {session.get('id')}")
+    _fields(
+        session,
+        "Status=status Template_ID=vm_id Workspace_ID=workspace_id Base_Commit=base_commit_oid "
+        "Worktree_Path=worktree_path",
+    )
+    meta = session.get("runtime_meta")
+    origin = meta.get("forked_from") if isinstance(meta, Mapping) else None
+    if isinstance(origin, Mapping):
+        after = origin.get("execution_id")
+        suffix = f" (after execution {after})" if after else ""
+        click.echo(f"Forked From: {origin.get('session_id')}{suffix}")
+
+
 def session_detail(session: Mapping[str, Any]) -> None:
     _fields(
         session,

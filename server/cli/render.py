@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from server.cli.resolve import BY_ARGUMENT
 from server.cli.state import CliState, call
 
 # --------------------------------------------------------------------------------------------
@@ -35,6 +36,21 @@ def output(state: CliState, data: Any, human: Callable[[Any], None]) -> None:
         human(data)
 
 
+ID_ONLY = click.option(
+    "-q",
+    "--id-only",
+    "id_only",
+    is_flag=True,
+    help="Print only the id (one per line for a list), for scripts: ID=$(vm-system ... -q).",
+)
+
+
+def ids_of(data: Any) -> None:
+    """``-q``: the id of the answer, or of each item of a list."""
+    for item in data if isinstance(data, list) else [data]:
+        click.echo(item.get("id") if isinstance(item, dict) else item)
+
+
 def api_command(
     group: click.Group,
     name: str,
@@ -43,25 +59,41 @@ def api_command(
     help_: str,
     *,
     arg: str | None = None,
+    id_only: bool = False,
 ) -> None:
     """Add ``group name [ARG]``: call ``VmClient.<method>([ARG])`` and print the answer.
 
-    ``human`` prints the answer, or is a line where ``{arg}`` is the argument as given (the
-    original echoes the id the user typed, e.g. ``Deleted template: {arg}``).
+    An id argument may be a unique prefix (or a template's name): see resolve.py.
+    ``human`` prints the answer, or is a line where ``{arg}`` is the argument (the original
+    echoes the id the user typed, e.g. ``Deleted template: {arg}``; a prefix shows resolved).
+    ``id_only`` adds ``-q``.
     """
 
-    def callback(**values: str) -> None:
+    def callback(**values: Any) -> None:
         state = click.get_current_context().find_object(CliState)
         assert state is not None
         given = values.get(arg) if arg else None
-        data = call(state, lambda c: getattr(c, method)(*([given] if arg else [])))
-        if isinstance(human, str):
-            output(state, data, lambda _: click.echo(human.format(arg=given)))
+        resolved: dict[str, Any] = {}
+
+        async def go(c: Any) -> Any:
+            args = []
+            if arg:
+                resolve = BY_ARGUMENT.get(arg)
+                resolved["id"] = await resolve(c, given) if resolve and given is not None else given
+                args.append(resolved["id"])
+            return await getattr(c, method)(*args)
+
+        data = call(state, go)
+        if values.get("id_only"):
+            output(state, data, ids_of)
+        elif isinstance(human, str):
+            output(state, data, lambda _: click.echo(human.format(arg=resolved.get("id"))))
         else:
             output(state, data, human)
 
     params: list[click.Parameter] = [click.Argument([arg], metavar=arg.upper())] if arg else []
-    group.add_command(click.Command(name, callback=callback, params=params, help=help_))
+    command = click.Command(name, callback=callback, params=params, help=help_)
+    group.add_command(ID_ONLY(command) if id_only else command)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,6 +128,7 @@ class ExecutionPrinter:
         self.color = color
         self.json_lines = json_lines  # NDJSON: one event or execution per line
         self.interactive = interactive
+        self.tty = sys.stdout.isatty()
         self.saw_terminal = False
 
     def _echo(self, text: str, **style: Any) -> None:
@@ -108,8 +141,13 @@ class ExecutionPrinter:
         payload = event.get("payload") or {}
         kind = event.get("type")
         if kind == "console":
+            # As Node prints them: log lines as they are (a console.table as its box table),
+            # other levels marked; the same in `repl` and `exec --follow`.
             level, text = str(payload.get("level", "log")), str(payload.get("text", ""))
-            if level == "log" and self.interactive:
+            if level == "clear":
+                if self.tty:  # a terminal: clear it, as Node's console.clear() does
+                    click.echo("\x1b[H\x1b[2J", nl=False)
+            elif level == "log":
                 self._echo(text)
             else:
                 self._echo(f"[{level}] {text}", **_LEVEL_STYLE.get(level, {}))

@@ -1,103 +1,44 @@
-"""The interactive `vm-system repl`: a terminal REPL over a session and its multi-line heuristic."""
+"""The interactive `vm-system repl`: a terminal REPL over a session (the terminal side).
+
+Node-like: readline editing, `...` for an unfinished statement, history in
+`~/.vm-system/history`, Ctrl+C cancels a running input or clears the line, Ctrl+D leaves.
+Tab completes names and properties from the server (API.md §12). On a terminal, timers left
+pending by an input keep running in the session's background execution, and their output is
+printed as it comes, above the prompt and the half-typed line, which are drawn again below it;
+`.stop` cancels them. Piped input waits for timers, as a script does.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
+from server.cli.incomplete import is_incomplete
 from server.cli.render import ExecutionPrinter, use_color
+from server.cli.repl_link import Item, SessionLink
+from server.cli.resolve import session_id as resolve_session
 from server.cli.state import CliState, LoopThread, error_line, fail, fail_api
-from server.client import ApiError, VmClient
+from server.client import ApiError
 
-_REGEX_PRECEDERS = set("(,=:[!&|?{};+-*%<>~^")
-_CONTINUATION_CHARS = set("+-*%&|^!~<>=?:,.")
-_CLOSERS = {")": "(", "]": "[", "}": "{"}
+__all__ = ["ReplShell", "is_incomplete"]
 
+# Word boundaries for Tab: everything but identifier characters, so `user.pro⇥` completes `pro`.
+COMPLETER_DELIMS = " \t\n`~!@#%^&*()-=+[{]}\\|;:'\",<>/?."
 
-def is_incomplete(source: str) -> bool:
-    """Heuristic: does this JavaScript need more lines (open bracket, string, trailing operator)?
-
-    Errs towards "complete" on anything odd, so the server reports the syntax error.
-    """
-    stack: list[str] = []
-    significant: list[str] = []
-    i, n = 0, len(source)
-    while i < n:
-        c = source[i]
-        if stack and stack[-1] == "`":  # inside a template literal
-            if c == "\\":
-                i += 2
-            elif c == "`":
-                stack.pop()
-                significant.append("`")
-                i += 1
-            elif source.startswith("${", i):
-                stack.append("${")
-                i += 2
-            else:
-                i += 1
-            continue
-        if c in "\"'":
-            j = i + 1
-            while j < n and source[j] != c and source[j] != "\n":
-                j += 2 if source[j] == "\\" else 1
-            significant.append("s")
-            i = j + 1
-            continue
-        if source.startswith("//", i):
-            end = source.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        if source.startswith("/*", i):
-            end = source.find("*/", i + 2)
-            if end < 0:
-                return True
-            i = end + 2
-            continue
-        if c == "/":
-            prev = next((ch for ch in reversed(significant) if not ch.isspace()), "")
-            if prev == "" or prev in _REGEX_PRECEDERS:
-                j, in_class = i + 1, False
-                while j < n and source[j] != "\n":
-                    ch = source[j]
-                    if ch == "\\":
-                        j += 2
-                        continue
-                    if ch == "[":
-                        in_class = True
-                    elif ch == "]":
-                        in_class = False
-                    elif ch == "/" and not in_class:
-                        break
-                    j += 1
-                significant.append("r")
-                i = j + 1
-                continue
-        if c == "`":
-            stack.append("`")
-        elif c in "([{":
-            stack.append(c)
-        elif c in _CLOSERS:
-            if c == "}" and stack and stack[-1] == "${":
-                stack.pop()  # back inside the template literal
-                i += 1
-                continue
-            if not stack or stack[-1] != _CLOSERS[c]:
-                return False
-            stack.pop()
-        if not c.isspace():
-            significant.append(c)
-        i += 1
-    if stack:
-        return True
-    tail = "".join(significant[-2:])
-    if tail in ("++", "--"):
-        return False
-    return bool(tail) and tail[-1] in _CONTINUATION_CHARS
+HELP = (
+    "Type JavaScript; state persists across inputs. Unfinished input (open brackets, trailing "
+    "operator) continues on the next line. Tab completes names and properties.\n"
+    "Timers keep running after an input ends; their output shows up as it comes. "
+    ".stop cancels them.\n"
+    ".exit leaves, Ctrl+C cancels or clears, Ctrl+D exits."
+)
 
 
 class ReplShell:
@@ -105,91 +46,29 @@ class ReplShell:
 
     def __init__(self, state: CliState, session_id: str) -> None:
         self.state = state
-        self.session_id = session_id
+        self.given_id = session_id
         self.interactive = sys.stdin.isatty()
         self.color = use_color()
         self.history_path = Path.home() / ".vm-system" / "history"
         self.runner = LoopThread()
-        self.client: VmClient | None = None
-        self.sock: Any = None  # VmSocket, or None when the server has no WebSocket endpoint
-        self.ws_supported = True
-        self.execution_id: str | None = None
-        self.cancel_requested = False
+        self.link = SessionLink(
+            state,
+            session_id,
+            on_background=self._background_item,
+            on_queued=lambda: self._note("(queued: the session is busy; this runs when it is free)"),
+            background=self.interactive,
+        )
+        self.background_printer = ExecutionPrinter(color=self.color, interactive=True)
         self._eof = False
         self._readline: Any = None
+        self._rl_lib: Any = None  # GNU readline itself, to redraw the prompt after background output
+        self._out = threading.Lock()
+        self._prompt = ""
+        self._at_prompt = False
+        self._lines: list[str] = []  # lines of the statement being typed
+        self._matches: list[str] = []
 
-    # -- event-loop side --------------------------------------------------------------------
-
-    async def _open(self) -> dict[str, Any]:
-        self.client = self.state.client()
-        info = await self.client.get_session(self.session_id)
-        await self._connect()
-        return info
-
-    async def _connect(self) -> None:
-        assert self.client is not None
-        if not self.ws_supported:
-            return
-        try:
-            self.sock = await self.client.connect_ws()
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            self.ws_supported = False
-            self.sock = None
-
-    async def _close(self) -> None:
-        if self.sock is not None:
-            await self.sock.close()
-        if self.client is not None:
-            await self.client.close()
-
-    async def _execute(self, source: str, printer: ExecutionPrinter) -> None:
-        assert self.client is not None
-        if self.ws_supported and (self.sock is None or self.sock.closed):
-            await self._connect()
-        cursor, final = 0, None
-        if self.sock is not None:
-            msg = {"type": "execute", "session_id": self.session_id, "input": source}
-            reply = await self.sock.request(msg)
-            self.execution_id = str(reply["execution"]["id"])
-            if self.cancel_requested:
-                await self._cancel()
-            try:
-                async for item in self.sock.follow(reply.get("subscription")):
-                    if "seq" in item:
-                        cursor = item["seq"]
-                        printer.event(item)
-                    else:
-                        final = item
-                printer.final(final or await self.client.get_execution(self.execution_id))
-                return
-            except ApiError as exc:
-                if exc.code != "DISCONNECTED":
-                    raise
-                # Lost the socket mid-execution: resume from the cursor below.
-        else:
-            execution = await self.client.repl(self.session_id, source, wait=False)
-            self.execution_id = str(execution["id"])
-            if self.cancel_requested:
-                await self._cancel()
-        async for item in self.client.follow_execution(self.execution_id, cursor):
-            (printer.event if "seq" in item else printer.final)(item)
-
-    async def _cancel(self) -> None:
-        if self.execution_id is None:
-            return
-        try:
-            if self.sock is not None and not self.sock.closed:
-                await self.sock.request({"type": "cancel", "execution_id": self.execution_id})
-            else:
-                assert self.client is not None
-                await self.client.cancel_execution(self.execution_id)
-        except ApiError as exc:
-            if exc.code not in ("EXECUTION_NOT_RUNNING", "DISCONNECTED"):
-                self._error(exc)
-
-    # -- terminal side ----------------------------------------------------------------------
+    # -- output -------------------------------------------------------------------------------
 
     def _error(self, exc: ApiError) -> None:
         click.echo(error_line(exc), err=True)
@@ -197,7 +76,29 @@ class ReplShell:
     def _note(self, text: str) -> None:
         click.echo(click.style(text, dim=True), err=True, color=self.color)
 
-    def _setup_history(self) -> None:
+    def _background_item(self, item: Item) -> None:
+        """Output of the background timers (from the loop thread), whenever it comes."""
+        printer = self.background_printer
+        with self._out:
+            if not (self._at_prompt and self.interactive):
+                (printer.event if "seq" in item else printer.final)(item)
+                return
+            sys.stdout.write("\r\x1b[K")  # the prompt line goes; the output takes its place
+            sys.stdout.flush()
+            (printer.event if "seq" in item else printer.final)(item)
+            self._redraw_prompt()
+
+    def _redraw_prompt(self) -> None:
+        if self._rl_lib is not None:
+            self._rl_lib.rl_forced_update_display()
+        else:
+            line = self._readline.get_line_buffer() if self._readline is not None else ""
+            sys.stdout.write(self._prompt + line)
+            sys.stdout.flush()
+
+    # -- readline: history and completion -------------------------------------------------------
+
+    def _setup_readline(self) -> None:
         if not self.interactive:
             return
         try:
@@ -210,6 +111,14 @@ class ReplShell:
             readline.read_history_file(self.history_path)
         except (FileNotFoundError, OSError):
             pass
+        readline.set_completer_delims(COMPLETER_DELIMS)
+        readline.set_completer(self._complete)
+        readline.parse_and_bind("tab: complete")
+        # PyDLL keeps the GIL held while readline redraws, so it never runs at the same time as
+        # the main thread's own readline calls (which also hold it).
+        with contextlib.suppress(OSError, AttributeError):
+            self._rl_lib = ctypes.PyDLL(readline.__file__)
+            _ = self._rl_lib.rl_forced_update_display
 
     def _save_history(self) -> None:
         if self._readline is None:
@@ -220,70 +129,121 @@ class ReplShell:
         except OSError as exc:
             self._note(f"could not save the history to {self.history_path}: {exc}")
 
+    def _complete(self, text: str, state: int) -> str | None:
+        """readline's completer: the server's candidates for the word at the cursor."""
+        if state == 0:
+            self._matches = []
+            rl = self._readline
+            line, begin, end = rl.get_line_buffer(), rl.get_begidx(), rl.get_endidx()
+            before = "".join(f"{earlier}\n" for earlier in self._lines)
+            try:
+                reply = self.runner.run(self.link.complete(before + line[:end], len(before) + end))
+            except (ApiError, TimeoutError):
+                return None
+            start = int(reply.get("from", len(before) + begin)) - len(before)
+            names = [str(c.get("name")) for c in reply.get("candidates") or []]
+            if start >= begin:
+                self._matches = [line[begin:start] + name for name in names]
+            else:  # the server's word starts earlier than readline's
+                typed = line[start:begin]
+                self._matches = [name[len(typed) :] for name in names if name.startswith(typed)]
+        return self._matches[state] if state < len(self._matches) else None
+
+    # -- reading and running --------------------------------------------------------------------
+
+    def _read_line(self, prompt: str) -> str:
+        self._prompt = prompt
+        with self._out:
+            self._at_prompt = True
+        try:
+            return input(prompt)
+        finally:
+            with self._out:
+                self._at_prompt = False
+
     def _read_statement(self) -> str:
-        lines: list[str] = []
+        self._lines = []
         start = self._readline.get_current_history_length() if self._readline else 0
         while True:
-            prompt = ("> " if not lines else "... ") if self.interactive else ""
+            prompt = ("> " if not self._lines else "... ") if self.interactive else ""
             try:
-                line = input(prompt)
+                line = self._read_line(prompt)
             except EOFError:
-                if not lines:
+                if not self._lines:
                     raise
                 self._eof = True  # piped input ended mid-statement: let the server judge it
-                return "\n".join(lines)
-            lines.append(line)
-            source = "\n".join(lines)
+                return "\n".join(self._lines)
+            self._lines.append(line)
+            source = "\n".join(self._lines)
             if not is_incomplete(source):
                 break
-        if self._readline is not None and len(lines) > 1:
+        if self._readline is not None and len(self._lines) > 1:
             # Keep a multi-line statement as one history entry.
             for pos in range(self._readline.get_current_history_length() - 1, start - 1, -1):
                 self._readline.remove_history_item(pos)
             self._readline.add_history(source)
+        self._lines = []
         return source
 
     def _run_statement(self, source: str) -> None:
-        self.execution_id = None
-        self.cancel_requested = False
+        self.link.execution_id = None
+        self.link.cancel_requested = False
         printer = ExecutionPrinter(color=self.color, interactive=True)
-        future = self.runner.submit(self._execute(source, printer))
+        future = self.runner.submit(self.link.execute(source, printer))
         while True:
             try:
                 self.runner.wait(future)
                 return
             except KeyboardInterrupt:
-                if self.cancel_requested:
+                if self.link.cancel_requested:
                     future.cancel()
                     self._note("(stopped waiting; the execution may still be running)")
                     return
-                self.cancel_requested = True
+                self.link.cancel_requested = True
                 self._note("cancelling... (Ctrl+C again to stop waiting)")
-                self.runner.submit(self._cancel())
+                self.runner.submit(self.link.cancel())
             except ApiError as exc:
                 self._error(exc)
                 return
             except concurrent.futures.CancelledError:
                 return
 
+    def _command(self, command: str) -> bool:
+        """A dot-command (`.help`, `.stop`); False when `command` is JavaScript."""
+        if command == ".help":
+            self._note(HELP)
+        elif command == ".stop":
+            try:
+                stopped = self.runner.run(self.link.stop_timers())
+            except ApiError as exc:
+                self._error(exc)
+                return True
+            self._note("timers stopped" if stopped else "no timers are running")
+        else:
+            return False
+        return True
+
     def run(self) -> int:
         try:
-            info = self.runner.run(self._open())
+            self.link.session_id = self.runner.run(self._resolve())
+            info = self.runner.run(self.link.open())
         except ApiError as exc:
-            self.runner.run(self._close())
+            self.runner.run(self.link.close())
             self.runner.stop()
             fail_api(exc)
+        except click.exceptions.Exit:  # an unknown or ambiguous id prefix: already said why
+            self.runner.stop()
+            raise
         try:
             status = info.get("status")
             if status != "ready":
                 fail("SESSION_NOT_READY", f"session {info.get('id')} is {status}, not ready")
             if self.interactive:
-                transport = "WebSocket" if self.sock is not None else "REST polling"
                 self._note(
-                    f"session {info.get('id')} ({transport}). Ctrl+C cancels a running "
-                    f"execution or clears the line, Ctrl+D exits, .help for help."
+                    f"session {info.get('id')} ({self.link.transport}). Tab completes, Ctrl+C "
+                    f"cancels a running execution or clears the line, Ctrl+D exits, .help for help."
                 )
-            self._setup_history()
+            self._setup_readline()
             while not self._eof:
                 try:
                     source = self._read_statement()
@@ -299,19 +259,17 @@ class ReplShell:
                     continue
                 if command in (".exit", ".quit"):
                     break
-                if command == ".help":
-                    self._note(
-                        "Type JavaScript; state persists across inputs. Unfinished input "
-                        "(open brackets, trailing operator) continues on the next line.\n"
-                        ".exit leaves, Ctrl+C cancels or clears, Ctrl+D exits."
-                    )
+                if self._command(command):
                     continue
                 self._run_statement(source)
         finally:
             self._save_history()
-            try:
-                self.runner.run(self._close())
-            except ApiError:
-                pass
+            with contextlib.suppress(ApiError):
+                self.runner.run(self.link.close())
             self.runner.stop()
         return 0
+
+    async def _resolve(self) -> str:
+        """The session's id from what was typed (a unique prefix works, as elsewhere)."""
+        async with self.state.client() as client:
+            return await resolve_session(client, self.given_id)

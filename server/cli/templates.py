@@ -7,17 +7,34 @@ Every command takes this project's forms and the original's (UPSTREAM-CLI.md) si
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
 from server.cli import lines
 from server.cli.libs import local_cache_dir
-from server.cli.render import api_command, echo_json, output
-from server.cli.state import JSON_OBJECT, CliState, call, pass_state
+from server.cli.render import ID_ONLY, api_command, echo_json, ids_of, output
+from server.cli.resolve import template_id as resolve_template
+from server.cli.state import JSON_OBJECT, CliState, call, fail, pass_state
+from server.client import VmClient
 
+# Wherever a template id is taken, a unique id prefix or the template's name works too.
 _ID = click.argument("template_id", metavar="TEMPLATE_ID")
+
+
+def on_template(
+    state: CliState, template_id: str, fn: Callable[[VmClient, str], Awaitable[Any]]
+) -> tuple[str, Any]:
+    """Resolve ``template_id`` (resolve.py), then call ``fn(client, id)``: (the id, the answer)."""
+    resolved: dict[str, str] = {}
+
+    async def go(c: VmClient) -> Any:
+        resolved["id"] = await resolve_template(c, template_id)
+        return await fn(c, resolved["id"])
+
+    data = call(state, go)
+    return resolved["id"], data
 
 
 @click.group()
@@ -43,14 +60,20 @@ def one_of(argument: str | None, option: str | None, what: str, flag: str) -> st
 @click.argument("name", required=False)
 @click.option("--name", "name_option", metavar="NAME", help="Template name (or the NAME argument).")
 @click.option("--engine", help="JavaScript engine: quickjs (goja is accepted as an alias).")
+@ID_ONLY
 @pass_state
-def template_create(state: CliState, name: str | None, name_option: str | None, engine: str | None) -> None:
+def template_create(
+    state: CliState, name: str | None, name_option: str | None, engine: str | None, id_only: bool
+) -> None:
     """Create a template; prints `Created template: <name> (ID: <id>)`."""
     chosen = one_of(name, name_option, "template name", "--name")
-    output(state, call(state, lambda c: c.create_template(chosen, engine=engine)), lines.template_created)
+    data = call(state, lambda c: c.create_template(chosen, engine=engine))
+    output(state, data, ids_of if id_only else lines.template_created)
 
 
-api_command(template, "list", "list_templates", lines.template_table, "List templates, newest first.")
+api_command(
+    template, "list", "list_templates", lines.template_table, "List templates, newest first.", id_only=True
+)
 api_command(
     template,
     "get",
@@ -110,7 +133,9 @@ def template_update(
         raise click.UsageError(
             "nothing to update: pass --name, --limits (or --cpu-ms, --wall-ms, ...), --runtime or --resolver"
         )
-    data = call(state, lambda c: c.update_template(template_id, name=name, settings=settings))
+    _, data = on_template(
+        state, template_id, lambda c, tid: c.update_template(tid, name=name, settings=settings)
+    )
     output(state, data, lines.template_detail)
 
 
@@ -147,20 +172,74 @@ class _CobraBoolFlags(click.Command):
     show_default=True,
     help="Add it enabled or disabled (--enabled=false works too).",
 )
+@ID_ONLY
 @pass_state
 def template_add_capability(
-    state: CliState, template_id: str, kind: str, name: str, config: dict[str, Any], enabled: bool
+    state: CliState,
+    template_id: str,
+    kind: str,
+    name: str,
+    config: dict[str, Any],
+    enabled: bool,
+    id_only: bool,
 ) -> None:
     """Add a capability; prints `Added capability: kind:name to template <id>`."""
-    data = call(
+    tid, data = on_template(
         state,
-        lambda c: c.add_capability(template_id, kind=kind, name=name, enabled=enabled, config=config),
+        template_id,
+        lambda c, tid: c.add_capability(tid, kind=kind, name=name, enabled=enabled, config=config),
     )
-    output(
+    said = f"Added capability: {data.get('kind')}:{data.get('name')} to template {tid}"
+    output(state, data, ids_of if id_only else lambda _: click.echo(said))
+
+
+@template.command("remove-capability")
+@_ID
+@click.argument("capability", metavar="CAPABILITY")
+@pass_state
+def template_remove_capability(state: CliState, template_id: str, capability: str) -> None:
+    """Remove a capability, given as its id (or a unique prefix), kind:name, or name."""
+    tid, cap = _remove(
         state,
-        data,
-        lambda d: click.echo(f"Added capability: {d.get('kind')}:{d.get('name')} to template {template_id}"),
+        template_id,
+        capability,
+        ("capability", "list-capabilities", "list_capabilities", "delete_capability"),
+        lambda x: (x.get("id"), f"{x.get('kind')}:{x.get('name')}", x.get("name")),
     )
+    said = f"Removed capability: {cap.get('kind')}:{cap.get('name')} from template {tid}"
+    output(state, cap, lambda _: click.echo(said))
+
+
+def _remove(
+    state: CliState,
+    template_id: str,
+    given: str,
+    kind: tuple[str, str, str, str],
+    names: Callable[[dict[str, Any]], tuple[Any, ...]],
+) -> tuple[str, dict[str, Any]]:
+    """Find the template's item that ``given`` names (``names(item)``, or a unique id prefix)
+    and delete it; ``kind`` is (what it is, the command that lists them, the client's list and
+    delete methods)."""
+    what, lister, list_method, delete_method = kind
+
+    async def remove(c: VmClient, tid: str) -> dict[str, Any]:
+        items: list[dict[str, Any]] = await getattr(c, list_method)(tid)
+        exact = [x for x in items if given in names(x)]
+        by_prefix = [x for x in items if len(given) >= 4 and str(x.get("id", "")).startswith(given.lower())]
+        item = _one(exact or by_prefix, f"{what} {given!r} on template {tid}", f"template {lister}")
+        await getattr(c, delete_method)(tid, str(item["id"]))
+        return item
+
+    return on_template(state, template_id, remove)
+
+
+def _one(found: list[dict[str, Any]], what: str, lister: str) -> dict[str, Any]:
+    """The one match, or a local error saying there is none or several."""
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        fail("NOT_FOUND", f"no {what} (`vm-system {lister} TEMPLATE_ID` lists them)")
+    fail("AMBIGUOUS_ID", f"{len(found)} matches for {what}; give its id instead")
 
 
 api_command(
@@ -179,6 +258,7 @@ api_command(
 @click.option("--path", "path_option", metavar="PATH", help="Worktree-relative file (or the PATH argument).")
 @click.option("--order", "order_index", type=int, default=10, show_default=True, help="Run order position.")
 @click.option("--mode", default="eval", show_default=True, help="Startup mode (only eval).")
+@ID_ONLY
 @pass_state
 def template_add_startup(
     state: CliState,
@@ -187,6 +267,7 @@ def template_add_startup(
     path_option: str | None,
     order_index: int,
     mode: str,
+    id_only: bool,
 ) -> None:
     """Add a startup file (a path relative to the session's worktree)."""
     chosen = one_of(path, path_option, "startup file path", "--path")
@@ -195,16 +276,29 @@ def template_add_startup(
         raise click.UsageError(
             f"unsupported startup mode {json.dumps(mode)}: only eval is currently supported"
         )
-    data = call(
-        state, lambda c: c.add_startup_file(template_id, chosen, order_index=order_index, mode=normalized)
-    )
-    output(
+    tid, data = on_template(
         state,
-        data,
-        lambda d: click.echo(
-            f"Added startup file: {d.get('path')} (order: {d.get('order_index')}) to template {template_id}"
-        ),
+        template_id,
+        lambda c, tid: c.add_startup_file(tid, chosen, order_index=order_index, mode=normalized),
     )
+    said = f"Added startup file: {data.get('path')} (order: {data.get('order_index')}) to template {tid}"
+    output(state, data, ids_of if id_only else lambda _: click.echo(said))
+
+
+@template.command("remove-startup")
+@_ID
+@click.argument("startup", metavar="STARTUP")
+@pass_state
+def template_remove_startup(state: CliState, template_id: str, startup: str) -> None:
+    """Remove a startup file, given as its id (or a unique prefix) or its path."""
+    tid, item = _remove(
+        state,
+        template_id,
+        startup,
+        ("startup file", "list-startup", "list_startup_files", "delete_startup_file"),
+        lambda f: (f.get("id"), f.get("path")),
+    )
+    output(state, item, lambda _: click.echo(f"Removed startup file: {item.get('path')} from template {tid}"))
 
 
 api_command(
@@ -230,8 +324,8 @@ def _names_commands(noun: str, plural: str, example: str) -> None:
         @pass_state
         def command(state: CliState, template_id: str, name: str | None, name_option: str | None) -> None:
             chosen = one_of(name, name_option, f"{noun} name", "--name")
-            data = call(state, lambda c: getattr(c, method)(template_id, chosen))
-            said = f"{done} {noun}: {chosen} {preposition} template {template_id}"
+            tid, data = on_template(state, template_id, lambda c, tid: getattr(c, method)(tid, chosen))
+            said = f"{done} {noun}: {chosen} {preposition} template {tid}"
             output(state, data, lambda _: click.echo(said))
 
     add_remove("Add", "Added", f"add_template_{noun}", "to")
@@ -241,7 +335,7 @@ def _names_commands(noun: str, plural: str, example: str) -> None:
     @_ID
     @pass_state
     def list_command(state: CliState, template_id: str) -> None:
-        data: list[str] = call(state, lambda c: getattr(c, f"list_template_{plural}")(template_id))
+        _, data = on_template(state, template_id, lambda c, tid: getattr(c, f"list_template_{plural}")(tid))
         output(state, data, lambda items: lines.names(items, f"No {plural} configured"))
 
 

@@ -112,6 +112,29 @@ function reveal(el) {
   el.scrollIntoView({ block: "nearest" });
 }
 
+/**
+ * What the user can do about an error, where the message alone leaves it open. A library
+ * missing from the server's cache is fetched by whoever runs the server (the server never
+ * downloads code because a browser asked it to), so the page says exactly which command.
+ */
+function errorHelp(code, err) {
+  if (code === "UNAUTHORIZED") return " — open this page with ?token=YOUR_TOKEN added to its address to sign in.";
+  const name = err?.details?.name;
+  if (code === "LIBRARY_UNAVAILABLE" && typeof name === "string") {
+    const command = `vm-system libs download ${name}`;
+    return h(
+      "span",
+      { class: "flash-help" },
+      "What to do: on the machine the server runs on, run ",
+      h("code", {}, command),
+      " ",
+      copyButton("copy", () => command, { title: "Copy the command" }),
+      ", then try again; or take the library off the template.",
+    );
+  }
+  return "";
+}
+
 function errorItem(err, context, onClose) {
   const code = err instanceof ApiError ? err.code : err?.code || err?.name || "Error";
   const message = err?.message || String(err);
@@ -119,12 +142,7 @@ function errorItem(err, context, onClose) {
     "div",
     { class: "flash error", role: "alert" },
     h("strong", { class: "flash-code" }, code),
-    h(
-      "span",
-      { class: "flash-msg" },
-      context ? `${context}: ${message}` : message,
-      code === "UNAUTHORIZED" ? " — open this page with ?token=YOUR_TOKEN added to its address to sign in." : "",
-    ),
+    h("span", { class: "flash-msg" }, context ? `${context}: ${message}` : message, errorHelp(code, err)),
     h("button", { type: "button", class: "flash-close", "aria-label": "Dismiss", onclick: () => onClose(item) }, "×"),
   );
   return item;

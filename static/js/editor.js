@@ -6,13 +6,16 @@
 //   Shift+Enter  always a new line (auto-indented); Ctrl/Cmd+Enter always runs;
 //   ↑ / ↓        earlier / later inputs from the first / last line (a recalled entry not yet
 //                edited is stepped over whole);
-//   Tab          indents (the selection, or at the start of a line), else inserts an indent;
-//                it never leaves the editor, except CodeMirror's escape hatch: Esc then Tab;
+//   Tab          completes the word before the caret (one candidate: inserted; several: their
+//                common prefix, and a popup to pick from, where Tab or Enter takes the chosen
+//                one); in leading space or on a selection it indents, elsewhere it inserts an
+//                indent; it never leaves the editor, except CodeMirror's escape hatch: Esc then Tab;
 //   Esc, Ctrl+C  (with nothing selected) call `onCancel`; Esc is never consumed, so the
 //                escape hatch keeps working;
 //   Ctrl+L       calls `onClear`.
 // `complete(input, cursor)` → `{from, to, candidates: [{name, kind}]}` turns on completion
-// (the server's `complete` message, API.md §12); without it there is no completion popup.
+// (the server's `complete` message, API.md §12); without it Tab only indents. The popup opens
+// on Tab or Ctrl+Space, never on its own while typing.
 
 import {
   EditorState,
@@ -36,6 +39,9 @@ import {
   javascript,
   javascriptLanguage,
   autocompletion,
+  completionStatus,
+  startCompletion,
+  acceptCompletion,
   closeBrackets,
   closeBracketsKeymap,
   classHighlighter,
@@ -54,14 +60,69 @@ function continues(state) {
   return empty && head > 0 && PAIRS.has(text.slice(head - 1, head + 1));
 }
 
-/** Tab: indent the selected lines or the line's leading space, else insert an indent unit. */
-function tab(view) {
+/** The caret ends a word or a dotted path: Tab completes there. */
+const COMPLETES_AFTER = /[\w$.]$/;
+
+/** Tab without completion: indent the selected lines or the line's leading space, else insert an indent unit. */
+function indent(view) {
   const { state } = view;
   const range = state.selection.main;
   const line = state.doc.lineAt(range.head);
   if (!range.empty || /^\s*$/.test(line.text.slice(0, range.head - line.from))) return indentMore(view);
   view.dispatch(state.replaceSelection(INDENT), { scrollIntoView: true, userEvent: "input" });
   return true;
+}
+
+function commonPrefix(names) {
+  let prefix = names[0] ?? "";
+  for (const name of names) while (!name.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  return prefix;
+}
+
+/** `complete` with the last answer kept: Tab asks first, and the popup asks again for the same text. */
+function remembering(complete) {
+  let last = null;
+  return async (input, cursor) => {
+    if (last && last.input === input && last.cursor === cursor) return last.reply;
+    const reply = await complete(input, cursor);
+    last = { input, cursor, reply };
+    return reply;
+  };
+}
+
+/** Tab with completion: as the Node REPL, a sole candidate is inserted, several open the popup. */
+function tabCompleter(complete) {
+  return (view) => {
+    const { state } = view;
+    if (completionStatus(state) === "active") return acceptCompletion(view) || true; // Tab never leaves with the list open
+    const range = state.selection.main;
+    const line = state.doc.lineAt(range.head);
+    if (!range.empty || !COMPLETES_AFTER.test(line.text.slice(0, range.head - line.from))) return indent(view);
+    const doc = state.doc.toString();
+    const pos = range.head;
+    complete(doc, pos).then((reply) => {
+      const now = view.state;
+      if (now.doc.toString() !== doc || now.selection.main.head !== pos) return; // typed on meanwhile
+      const names = (reply?.candidates ?? []).map((c) => c.name);
+      if (names.length === 0) return;
+      const typed = doc.slice(reply.from, reply.to);
+      const insert = names.length === 1 ? names[0] : commonPrefix(names);
+      if (insert.length > typed.length || names.length === 1) {
+        view.dispatch({ changes: { from: reply.from, to: reply.to, insert }, selection: { anchor: reply.from + insert.length }, userEvent: "input.complete" });
+      }
+      if (names.length > 1) startCompletion(view);
+    });
+    return true;
+  };
+}
+
+/**
+ * Where a candidate goes in the list (the server sends them by name): data first (an object's
+ * fields, the user's variables), then functions and the rest, `__proto__` and its kin last.
+ */
+function rank({ name, kind }) {
+  if (name.startsWith("__")) return -10;
+  return kind === "property" || kind === "variable" ? 10 : 0;
 }
 
 function completionSource(complete) {
@@ -71,7 +132,8 @@ function completionSource(complete) {
     return {
       from: reply.from,
       to: reply.to,
-      options: reply.candidates.map((c) => ({ label: c.name, type: c.kind })),
+      options: reply.candidates.map((c) => ({ label: c.name, type: c.kind, boost: rank(c) })),
+      validFor: /^[\w$]*$/,
     };
   };
 }
@@ -80,7 +142,8 @@ function completionSource(complete) {
  * Create the editor in `parent`. `history` has `back(text)`, `forward(text)` (the entry to
  * show, or null) and `browsing(text)`; `onSubmit()` runs the input.
  */
-export function createEditor({ parent, id, label, describedBy, placeholderText, history: hist, onSubmit, onCancel, onClear, complete }) {
+export function createEditor({ parent, id, label, describedBy, placeholderText, history: hist, onSubmit, onCancel, onClear, complete: ask }) {
+  const complete = ask ? remembering(ask) : null;
   const editable = new Compartment();
   const hint = new Compartment();
 
@@ -105,7 +168,7 @@ export function createEditor({ parent, id, label, describedBy, placeholderText, 
     { key: "Ctrl-Enter", run: () => (onSubmit(), true) },
     { key: "ArrowUp", run: (view) => recall(view, -1) },
     { key: "ArrowDown", run: (view) => recall(view, 1) },
-    { key: "Tab", run: tab, shift: indentLess },
+    { key: "Tab", run: complete ? tabCompleter(complete) : indent, shift: indentLess },
     { key: "Escape", run: () => (onCancel?.(), false) },
     { key: "Ctrl-c", run: (view) => view.state.selection.main.empty && Boolean(onCancel?.()) },
     { key: "Ctrl-l", run: () => (onClear?.(), true) },
@@ -128,7 +191,8 @@ export function createEditor({ parent, id, label, describedBy, placeholderText, 
         indentOnInput(),
         EditorView.lineWrapping,
         EditorView.darkTheme.of(true), // the console is dark in both colour schemes
-        complete ? autocompletion({ override: [completionSource(complete)], activateOnTyping: false }) : [],
+        // The list opens only on Tab (or Ctrl+Space), on purpose: keys act on it at once.
+        complete ? autocompletion({ override: [completionSource(complete)], activateOnTyping: false, interactionDelay: 0 }) : [],
         // Above the default keymap (its Enter, Mod-Enter and Mod-l), below the completion
         // popup's own keys (Prec.highest), so Enter picks a candidate while the popup is open.
         Prec.high(keymap.of(replKeys)),

@@ -4,7 +4,8 @@
 // which is not the value: a Map or Set becomes `{}`, a Date a string, functions and undefined
 // vanish. `preview` is the Node-style inspection, which is faithful but only a few levels
 // deep. So the tree follows the preview's structure and only borrows from `json`:
-//   - only a plain object or array (`type` "object"/"array") can be opened at all;
+//   - only a plain object or array (`type` "object"/"array") opens from its JSON; a Map or
+//     Set opens from its `entries` (API.md §12), each key and value a value of its own;
 //   - each entry is matched with the preview's own text for it; an entry the JSON cannot show
 //     as it is (a Map, Set, Date, function, class instance, getter, undefined…) stays a leaf
 //     showing that Node-style text, never a misleading `{}`;
@@ -191,8 +192,39 @@ function previewChildren(parts, json) {
   return out;
 }
 
+/** How many entries a Map or Set has, from its preview (`Map(200) {…}`), or null. */
+function collectionSize(preview) {
+  const m = /^(?:Map|Set)\((\d+)\)/.exec(preview);
+  return m ? Number(m[1]) : null;
+}
+
 /**
- * The value payload of API.md §5: `preview` collapsed; plain objects and arrays open as a tree.
+ * A Map or Set opened from its `entries` (API.md §12: small value payloads, the first 100):
+ * each key and value is itself a value that opens, never the `{}` of its JSON.
+ */
+function collectionTree(payload, head) {
+  const { type, entries } = payload;
+  const size = collectionSize(payload.preview ?? "") ?? entries.length;
+  const label = h("span", { class: "vt-label" }, `${type === "map" ? "Map" : "Set"}(${size})`);
+  const tree = expandable([head, label], () => {
+    const items = entries.map((entry) =>
+      type === "map"
+        ? h("div", { class: "vt-entry" }, renderValue(entry[0]), h("span", { class: "vt-arrow" }, "=>"), renderValue(entry[1]))
+        : h("div", { class: "vt-entry" }, renderValue(entry)),
+    );
+    if (size > entries.length) {
+      const more = size - entries.length;
+      items.push(h("div", { class: "vt-leaf muted" }, `… ${more.toLocaleString("en-US")} more entr${more === 1 ? "y" : "ies"} (not sent)`));
+    }
+    return items;
+  });
+  tree.classList.add("vt-root");
+  return h("div", { class: "vt" }, tree);
+}
+
+/**
+ * The value payload of API.md §5: `preview` collapsed; plain objects and arrays open as a tree,
+ * Maps and Sets from their `entries`.
  * With `cut` (the preview was truncated) a string gets no closing quote: it does not end there.
  */
 export function renderValue(payload, { cut = false } = {}) {
@@ -200,6 +232,9 @@ export function renderValue(payload, { cut = false } = {}) {
   const preview = payload.preview ?? "";
   const text = type === "string" ? `'${preview}${cut ? "" : "'"}` : preview;
   const head = h("span", { class: `vt-preview t-${type}` }, text);
+  if ((type === "map" || type === "set") && Array.isArray(payload.entries) && payload.entries.length > 0) {
+    return collectionTree(payload, head);
+  }
   const json = payload.json;
   // Only a plain object or array has a JSON form worth opening (a Map's JSON is `{}`).
   const openable = (type === "object" || type === "array") && isContainer(json) && Array.isArray(json) === (type === "array");

@@ -21,6 +21,7 @@ const state = { all: [], page: 0 };
 
 function summary(ex) {
   if (ex.kind === "repl") return ex.input ?? "";
+  if (ex.kind === "background") return "timers left running by earlier inputs";
   const args = ex.args && Object.keys(ex.args).length ? ` ${JSON.stringify(ex.args)}` : "";
   return `${ex.path ?? ""}${args}`;
 }
@@ -37,7 +38,7 @@ function row(ex) {
     h("td", { dataset: { label: "Kind" } }, ex.kind),
     h(
       "td",
-      { class: "code-cell", dataset: { label: ex.kind === "repl" ? "Input" : "File" } },
+      { class: "code-cell", dataset: { label: ex.kind === "repl" ? "Input" : ex.kind === "background" ? "Timers" : "File" } },
       h("a", { href: `/executions/${ex.id}`, class: "mono code-summary" }, truncate(summary(ex), 160)),
     ),
     h("td", { dataset: { label: "Status" } }, badge(ex.status)),

@@ -34,7 +34,18 @@ const editor = createEditor({
   onSubmit: () => submitInput(),
   onCancel: () => cancelRunning(),
   onClear: () => clearView(),
+  complete: (input, cursor) => completions(input, cursor),
 });
+
+/** Completions at `cursor` (API.md §12), from the server; null when it cannot answer now. */
+async function completions(input, cursor) {
+  if (!socket.live || state.session?.status !== "ready") return null;
+  try {
+    return await socket.request({ type: "complete", session_id: SID, input, cursor });
+  } catch {
+    return null; // no popup is better than an error while typing
+  }
+}
 
 // ------------------------------------------------------------------ announcements
 //
@@ -79,7 +90,16 @@ function renderSession(session) {
   runBtn.disabled = !ready;
   $("#run-file-form button").disabled = !ready;
   $("#close-session").hidden = session.status === "closed";
+  $("#fork-session").hidden = !ready;
   $("#new-from-template").hidden = session.status !== "closed" && session.status !== "crashed";
+  const parent = meta.forked_from;
+  $("#session-forked").hidden = !parent;
+  if (parent) {
+    $("#session-forked-from").replaceChildren(
+      h("a", { href: `/sessions/${parent.session_id}` }, `Session ${shortId(parent.session_id)}`),
+      parent.execution_id ? [" after ", h("a", { href: `/executions/${parent.execution_id}` }, `execution ${shortId(parent.execution_id)}`)] : " (before any execution)",
+    );
+  }
   editor.setPlaceholder(
     ready
       ? "Type JavaScript, press Enter"
@@ -102,21 +122,33 @@ function inlineError(err, context) {
   log.scrollToEnd();
 }
 
-/** The `execute` message for `text` (where `timers` and `queue` options go, API.md §12). */
+/**
+ * The `execute` message for `text` (API.md §12): timers left pending run on in the session's
+ * background execution, as in the Node REPL, and input typed while the session is busy waits
+ * its turn instead of being refused.
+ */
 function executeMessage(text) {
-  return { type: "execute", session_id: SID, input: text };
+  return { type: "execute", session_id: SID, input: text, timers: "background", queue: true };
 }
 
-/** Start an execution; a failure is shown next to `near` (a form) or else in the log. */
-async function startExecution(message, restore, near) {
+/**
+ * Start an execution; a failure is shown next to `near` (a form) or else in the log. `shown` is
+ * how a queued request looks until it starts (its input, or the file it runs).
+ */
+async function startExecution(message, restore, near, shown) {
+  let waiting = null;
+  const onInterim = (msg) => {
+    if (msg.type === "queued" && !waiting) waiting = log.queued(shown.text, { file: shown.file });
+  };
   try {
-    const reply = await socket.request(message);
+    const reply = await socket.request(message, { onInterim });
     if (near) clearAt(near);
-    log.ensure(reply.execution);
+    log.ensure(reply.execution, { replacing: waiting });
     log.scrollToEnd();
     // The session subscription already carries this execution; drop the duplicate stream.
     socket.send({ type: "unsubscribe", subscription: reply.subscription });
   } catch (err) {
+    waiting?.remove();
     if (near) showErrorAt(near, err, "Could not run the file");
     else inlineError(err);
     if (restore && !editor.value) editor.value = restore;
@@ -132,7 +164,7 @@ function submitInput() {
   }
   hist.add(text);
   editor.value = "";
-  startExecution(executeMessage(text), text);
+  startExecution(executeMessage(text), text, undefined, { text });
 }
 
 $("#repl-form").addEventListener("submit", (e) => {
@@ -204,13 +236,25 @@ $("#run-file-form").addEventListener("submit", (e) => {
     showErrorAt(runForm, { code: "DISCONNECTED", message: "Not connected to the server yet; try again once reconnected" });
     return;
   }
-  startExecution({ type: "run_file", session_id: SID, path, args }, undefined, runForm);
+  const argText = Object.keys(args).length ? ` ${JSON.stringify(args)}` : "";
+  startExecution({ type: "run_file", session_id: SID, path, args, queue: true }, undefined, runForm, { text: `run ${path}${argText}`, file: true });
 });
 
 $("#close-session").addEventListener("click", (e) => {
   if (!window.confirm(closeQuestion({ id: SID }, { running: Boolean(log.running()) }))) return;
   const near = e.currentTarget.closest(".session-head");
   act(async () => renderSession(await post(`/sessions/${SID}/close`)), { button: e.currentTarget, context: "Close failed", near });
+});
+
+$("#fork-session").addEventListener("click", (e) => {
+  const near = e.currentTarget.closest(".session-head");
+  act(
+    async () => {
+      const fork = await post(`/sessions/${SID}/fork`);
+      window.location.href = `/sessions/${fork.id}`;
+    },
+    { button: e.currentTarget, context: "Could not fork the session", near },
+  );
 });
 
 $("#new-from-template").addEventListener("click", (e) => {

@@ -5,6 +5,12 @@
 // block's `lastSeq` make sure a replayed or doubly delivered event is never shown twice; an
 // event after a gap (never expected) waits while REST fills the gap.
 //
+// A running background execution (API.md §12: timers left by earlier inputs) is pinned to the
+// bottom of the log, where its output stays in view: new blocks go above it until it ends. Its
+// Cancel button says "Stop timers" (a cancel clears the timers). `console.clear()` (a console
+// event of level "clear") hides what was shown before it, as the Clear button does. An input
+// the server queues behind a running one is shown as a "queued" entry until it starts.
+//
 // Floods keep the newest lines: a block holds at most `MAX_LINES` console lines (a ring
 // buffer: the oldest line leaves the DOM when a new one comes), and says at its top how many
 // earlier lines are hidden, with a link to the full log. A batch of events skips building the
@@ -17,6 +23,8 @@ import { highlightedNodes } from "../editor.js";
 
 export const MAX_LINES = 5000;
 const PAGE = 5000;
+
+const isClear = (ev) => ev.type === "console" && ev.payload?.level === "clear";
 
 function plural(n, word) {
   return `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
@@ -88,7 +96,17 @@ export class Block {
       this.kindEl.textContent = ex.kind;
       this.el.dataset.kind = ex.kind;
     }
-    if (ex.kind === "run_file" && ex.path) {
+    if (ex.kind === "background") {
+      this.setInput("timers left running by earlier inputs", { note: true });
+      this.cancelBtn.textContent = "Stop timers";
+      this.cancelBtn.title = "Cancel the background execution: clears every timer still pending";
+      // Its output scrolls inside the block: reachable from the keyboard too.
+      Object.assign(this.outEl, { tabIndex: 0 });
+      this.outEl.setAttribute("role", "region");
+      this.outEl.setAttribute("aria-label", "Output of the background timers");
+      if ((ex.status || "running") === "running") this.log.pin(this);
+      else this.log.unpin(this);
+    } else if (ex.kind === "run_file" && ex.path) {
       const args = ex.args && Object.keys(ex.args).length ? ` ${JSON.stringify(ex.args)}` : "";
       this.setInput(`run ${ex.path}${args}`, { file: true });
     } else if (ex.kind === "startup" && ex.path) {
@@ -113,11 +131,14 @@ export class Block {
     }
   }
 
-  setInput(text, { file = false } = {}) {
-    if (this.source === text) return;
-    this.source = file ? null : text;
+  /** The input row: code (highlighted), a file run, or a note (a background execution). */
+  setInput(text, { file = false, note = false } = {}) {
+    const plain = file || note;
+    if (plain ? this.inputEl.textContent === text && this.source === null : this.source === text) return;
+    this.source = plain ? null : text;
     this.inputEl.classList.toggle("file", file);
-    this.inputEl.replaceChildren(...(file ? [text] : highlightedNodes(text)));
+    this.inputEl.classList.toggle("note", note);
+    this.inputEl.replaceChildren(...(plain ? [text] : highlightedNodes(text)));
   }
 
   tick() {
@@ -141,26 +162,41 @@ export class Block {
         next += 1;
       }
     }
+    // The background block scrolls inside: it keeps showing its newest line unless scrolled up.
+    const out = this.outEl;
+    const tail = out.scrollHeight - out.scrollTop - out.clientHeight < 24;
     this.renderRun(run);
+    if (tail && this.execution.kind === "background") out.scrollTop = out.scrollHeight;
     if (this.pending.length) this.backfill();
   }
 
-  /** A contiguous run of events; console lines that would be dropped at once are never built. */
+  /**
+   * A contiguous run of events; console lines that would be dropped at once are never built,
+   * nor anything a console.clear() later in the run would clear.
+   */
   renderRun(run) {
+    let lastClear = -1;
+    run.forEach((ev, i) => {
+      if (isClear(ev)) lastClear = i;
+    });
     let consoleLeft = 0;
-    for (const ev of run) if (ev.type === "console") consoleLeft += 1;
-    for (const ev of run) {
+    for (const ev of run.slice(lastClear + 1)) if (ev.type === "console") consoleLeft += 1;
+    run.forEach((ev, i) => {
       this.lastSeq = ev.seq;
-      if (ev.type === "console") {
+      if (i < lastClear && ev.type !== "input_echo") {
+        if (ev.type === "console") this.lineCount += 1;
+        return;
+      }
+      if (ev.type === "console" && i > lastClear) {
         consoleLeft -= 1;
         this.lineCount += 1;
         if (consoleLeft >= MAX_LINES) {
           this.hide(1);
-          continue;
+          return;
         }
       }
       this.render(ev);
-    }
+    });
   }
 
   render(ev) {
@@ -168,6 +204,7 @@ export class Block {
       if (this.source == null && !this.inputEl.textContent) this.setInput(ev.payload.text ?? "");
       return;
     }
+    if (isClear(ev)) this.log.clear({ by: this });
     const line = renderEventLine(ev, { source: this.source });
     if (!line) return;
     this.outEl.append(line);
@@ -250,6 +287,7 @@ export class Log {
     this.hooks = hooks;
     this.historyHref = historyHref;
     this.blocks = new Map();
+    this.pinned = null; // the running background block, kept at the bottom
     this.seen = new Set();
     this.cursor = 0; // the highest event id applied
     setInterval(() => {
@@ -271,17 +309,61 @@ export class Log {
     this.el.scrollTop = this.el.scrollHeight;
   }
 
-  /** The block of an execution, created (and appended) on first sight. */
-  ensure(execution) {
+  /** Add `el` at the end of the log, above the pinned background block. */
+  add(el) {
+    this.el.querySelector(".repl-empty")?.remove();
+    this.keepBottom(() => {
+      if (this.pinned && this.pinned.el.parentNode === this.el && this.pinned.el !== el) this.el.insertBefore(el, this.pinned.el);
+      else this.el.append(el);
+    });
+  }
+
+  /** Keep a running background block at the bottom (moved there now, new blocks above it). */
+  pin(block) {
+    if (this.pinned === block) return;
+    this.pinned = block;
+    if (block.el.parentNode === this.el) this.keepBottom(() => this.el.append(block.el));
+  }
+
+  unpin(block) {
+    if (this.pinned === block) this.pinned = null;
+  }
+
+  /** An input the server has queued behind a running execution, until it starts. */
+  queued(text, { file = false } = {}) {
+    const el = h(
+      "article",
+      { class: "exec queued", dataset: { status: "queued", kind: file ? "run_file" : "repl" }, "aria-label": "Queued input" },
+      h(
+        "div",
+        { class: "exec-row" },
+        h("pre", { class: `exec-input${file ? " file" : ""}` }, file ? text : highlightedNodes(text)),
+        h("header", { class: "exec-head" }, h("span", { class: "badge", dataset: { status: "queued" }, title: "Runs when the session is free" }, "queued")),
+      ),
+    );
+    this.add(el);
+    return el;
+  }
+
+  /**
+   * The block of an execution, created (and appended) on first sight; `replacing` (a queued
+   * entry) is where it goes.
+   */
+  ensure(execution, { replacing } = {}) {
     let block = this.blocks.get(execution.id);
     if (block) {
       if (Object.keys(execution).length > 1) block.update(execution);
+      if (replacing?.isConnected) replacing.replaceWith(block.el);
       return block;
     }
     block = new Block(execution, this);
     this.blocks.set(execution.id, block);
-    this.el.querySelector(".repl-empty")?.remove();
-    this.keepBottom(() => this.el.append(block.el));
+    if (replacing?.isConnected) {
+      this.el.querySelector(".repl-empty")?.remove();
+      replacing.replaceWith(block.el);
+    } else if (!block.el.parentNode) {
+      this.add(block.el);
+    }
     if (!execution.started_at) {
       // Started elsewhere (CLI, another tab, the server) and first heard of through its events.
       get(`/executions/${execution.id}`).then((ex) => block.update(ex), (err) => showError(err));
@@ -309,13 +391,17 @@ export class Log {
     return list[list.length - 1] || null;
   }
 
-  /** Hide every block shown so far (nothing is deleted: the history keeps them all). */
-  clear() {
+  /**
+   * Hide every block shown so far (nothing is deleted: the history keeps them all). Running
+   * blocks, and `by` (the block whose console.clear() asked for it), keep their header.
+   */
+  clear({ by } = {}) {
     for (const block of this.blocks.values()) {
-      if (block.running) block.clearOutput();
+      if (block.running || block === by) block.clearOutput();
       else block.el.remove();
     }
     this.el.querySelectorAll(":scope > :not(.exec)").forEach((el) => el.remove());
-    this.el.prepend(h("p", { class: "repl-cleared" }, "Console cleared. Earlier executions are in the ", h("a", { href: this.historyHref }, "history"), "."));
+    const who = by ? ["Console cleared by ", h("code", {}, "console.clear()"), "."] : ["Console cleared."];
+    this.el.prepend(h("p", { class: "repl-cleared" }, ...who, " Earlier executions are in the ", h("a", { href: this.historyHref }, "history"), "."));
   }
 }

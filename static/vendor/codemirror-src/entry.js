@@ -4,5 +4,5 @@ export { EditorView, keymap, placeholder, drawSelection, highlightSpecialChars }
 export { defaultKeymap, history, historyKeymap, insertNewlineAndIndent, indentMore, indentLess } from "@codemirror/commands";
 export { syntaxHighlighting, bracketMatching, indentOnInput, indentUnit } from "@codemirror/language";
 export { javascript, javascriptLanguage } from "@codemirror/lang-javascript";
-export { autocompletion, closeBrackets, closeBracketsKeymap, completionStatus, startCompletion } from "@codemirror/autocomplete";
+export { autocompletion, closeBrackets, closeBracketsKeymap, completionStatus, startCompletion, acceptCompletion, closeCompletion, currentCompletions } from "@codemirror/autocomplete";
 export { classHighlighter, highlightCode } from "@lezer/highlight";
