@@ -64,8 +64,9 @@
     return 'property';
   }
 
-  // Own and inherited string keys of `obj` into `out` (name -> kind of the nearest definition).
-  function members(obj, out) {
+  // Own and inherited string keys of `obj` into `out` (name -> kind of the nearest definition)
+  // and `level` (name -> how far up the prototype chain it was found: own names come first).
+  function members(obj, out, level) {
     let o = obj;
     for (let depth = 0; o !== null && o !== undefined && depth < 64; depth++) {
       if (isProxy(o)) return;
@@ -75,7 +76,10 @@
         const name = names[i];
         if (hasOwn(out, name) || regexpExec(identRe, name) === null) continue;
         const desc = ObjectGetOwnPropertyDescriptor(o, name);
-        if (desc !== undefined) out[name] = kindOf(desc);
+        if (desc !== undefined) {
+          out[name] = kindOf(desc);
+          level[name] = depth;
+        }
       }
       try { o = ObjectGetPrototypeOf(o); } catch (e) { return; }
     }
@@ -108,23 +112,30 @@
     const before = stringSlice(input, 0, cursor);
     const m = regexpExec(pathRe, before);
     const out = ObjectCreate(null);
+    const level = ObjectCreate(null);
     let prefix = '';
     if (m !== null && m[1] !== undefined) {
       prefix = m[3];
       const target = resolve(m[1]);
       if (target !== undefined && target !== null) {
-        members(typeof target === 'object' || typeof target === 'function' ? target : ObjectCtor(target), out);
+        members(typeof target === 'object' || typeof target === 'function' ? target : ObjectCtor(target), out, level);
       }
     } else {
       prefix = m !== null ? m[4] : '';
-      members(global, out);
+      members(global, out, level);
       const names = ObjectGetOwnPropertyNames(out);
       for (let i = 0; i < names.length; i++) if (out[names[i]] === 'property') out[names[i]] = 'variable';
-      for (let i = 0; i < KEYWORDS.length; i++) if (!hasOwn(out, KEYWORDS[i])) out[KEYWORDS[i]] = 'keyword';
+      for (let i = 0; i < KEYWORDS.length; i++) {
+        if (!hasOwn(out, KEYWORDS[i])) {
+          out[KEYWORDS[i]] = 'keyword';
+          level[KEYWORDS[i]] = 64;
+        }
+      }
     }
     // Built by hand: no array or object method that user code could have replaced is used.
+    // Own names first, then each prototype's (as Node's REPL), alphabetical within a level.
     const names = ObjectGetOwnPropertyNames(out);
-    arraySort(names);
+    arraySort(names, (a, b) => level[a] - level[b] || (a < b ? -1 : a > b ? 1 : 0));
     let json = '';
     let n = 0;
     for (let i = 0; i < names.length && n < MAX_CANDIDATES; i++) {
