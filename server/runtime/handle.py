@@ -252,6 +252,8 @@ class WorkerHandle:
     def _dispatch(self, msg: Any) -> None:
         pending = self._pending
         if isinstance(msg, protocol.Done):
+            if msg.cow_faults >= 0:
+                self._pacer.note_faults(msg.cow_faults)
             if msg.background:
                 # Before the run's result: the timers' first events may follow at once.
                 self.listener.on_background_start(pending.limits if pending is not None else {})

@@ -93,6 +93,7 @@ class Done:
     cpu_ms: float
     output_bytes: int
     background: int  # timers left running in the background after this run
+    cow_faults: int = -1  # page faults of this run when it followed a checkpoint (else -1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class WorkerPool:
         msg = await asyncio.wait_for(loop.sock_recv(parent, 1 << 16), timeout=60)
         if not msg:
             raise WorkerError("WORKER_START_FAILED", "the runtime fork server failed to start")
+        self.pacer.fault_s = float(protocol.decode(msg[protocol.HEADER.size :])[2])
         log.info("runtime fork server ready (pid %s)", self._proc.pid)
 
     async def spawn(self) -> WorkerHandle:

@@ -63,6 +63,7 @@ class Worker:
         self.background_active = False  # the server has a background execution running
         self.stale = False  # the state changed since the last checkpoint
         self.fork_cost = 0.0  # seconds the last checkpoint's fork took
+        self.fresh_checkpoint = False  # no run since the last checkpoint
         self.checkpoint_delay = 0.0  # idle time before a deferred checkpoint
         self.last_execution: str | None = None  # the last execution that finished here
         self._checkpoint_pids: set[int] = set()
@@ -279,6 +280,10 @@ class Worker:
         eng = self.engine
         if self.stale and spec.checkpoint_delay <= 0 and self.small_heap():
             self.checkpoint()  # background callbacks changed the state: keep it as it is now
+        # The faults of a run right after a checkpoint are mostly its copy-on-write: what the
+        # checkpoint cost this session (the pacer weighs it, server.runtime.pacer).
+        fresh = self.fresh_checkpoint
+        faults0 = _thread_faults() if fresh else 0
         run = Stream.foreground(spec.exec_id, spec.kind, spec.limits)
         self.wake.clear()
         if "mem_mb" in spec.limits:
@@ -332,8 +337,10 @@ class Worker:
                 round(run.cpu_used() * 1000, 3),
                 run.bytes,
                 left,
+                _thread_faults() - faults0 if fresh else -1,
             )
         )
+        self.fresh_checkpoint = False
         self.last_execution = run.exec_id
         if self.background_active and left == 0:
             self.end_background(None)  # this run cleared the last background timer
@@ -452,6 +459,7 @@ class Worker:
             mine.close()
         self._checkpoint_pids.add(pid)
         self.stale = False
+        self.fresh_checkpoint = True
         self.fork_cost = time.perf_counter() - started
 
     def small_heap(self) -> bool:
@@ -521,6 +529,11 @@ class Worker:
             elif isinstance(msg, protocol.CancelBackground):
                 self.background_active = self.background_active or eng.background_count() > 0
                 self.end_background("CANCELLED")
+
+
+def _thread_faults() -> int:
+    """Page faults this thread has taken (the main thread: where JavaScript runs)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
 
 
 def _os_memory_backstop(mem_mb: int) -> None:

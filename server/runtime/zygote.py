@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from server.runtime import protocol
 
@@ -35,13 +36,40 @@ def die_with_parent() -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def cow_fault_cost(pages: int = 64) -> float:
+    """Seconds one copy-on-write page fault costs on this machine (measured once, at start).
+
+    A checkpoint's cost to its session is mostly these faults: after the fork, every page the
+    worker writes again is copied first, on the next execution's time. The pacer multiplies
+    the faults workers report by this (``server.runtime.pacer``).
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    buf = bytearray(b"\1" * (pages * page))  # written: resident and private before the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # holds the pages shared until the measurement is done
+        os.close(write_end)
+        with contextlib.suppress(OSError):
+            os.read(read_end, 1)
+        os._exit(0)
+    os.close(read_end)
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(buf), page):
+            buf[i] = 2
+        return (time.perf_counter() - started) / pages
+    finally:
+        os.close(write_end)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
 def main(control_fd: int) -> None:
     die_with_parent()
     parent = os.getppid()
     # Children are reaped by the kernel; the server notices a dead worker by EOF on its socket.
     # Checkpoints are children of workers; when their worker dies they are adopted here (not by
     # the machine's init) and reaped the same way.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Everything a worker imports is imported here, once, before forking: a new session then
@@ -58,8 +86,10 @@ def main(control_fd: int) -> None:
     # Everything built so far lives as long as the workers do: keep the collector off it, so
     # that collections in a worker (or a checkpoint) never write to those shared pages.
     gc.freeze()
+    fault_s = cow_fault_cost()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # after the measurement, which waits for its child
     control = socket.socket(fileno=control_fd)
-    control.sendall(protocol.encode(("ready", os.getpid())))
+    control.sendall(protocol.encode(("ready", os.getpid(), fault_s)))
     if os.getppid() != parent:
         return
     while True:
