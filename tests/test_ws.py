@@ -315,3 +315,35 @@ async def test_slow_reader_is_closed_with_4008_and_resumes_losslessly(aiohttp_cl
     texts = [e["payload"]["text"].split(" ")[1] for e in got + rest if e["type"] == "console"]
     assert texts == [str(i) for i in range(n)]
     assert [e["seq"] for e in got + rest] == list(range(1, n + 3))
+
+
+@pytest.mark.parametrize("compress", [0, 15])
+async def test_each_execution_arrives_whole_and_in_order_with_or_without_compression(api, compress):
+    # Frames queued together are written together (one write, server.http.frames) unless the
+    # client negotiated compression; either way every message arrives, whole and in order.
+    s = await _unlimited_session(api)
+    ws = await api.client.ws_connect("/api/v1/ws", compress=compress)
+    assert ws.compress == compress
+    for i in range(15):
+        code = f"for (let j = 0; j < {i}; j++) console.log('line ' + j); {i}"
+        await ws.send_json({"type": "execute", "id": i, "session_id": s["id"], "input": code})
+        accepted = await asyncio.wait_for(ws.receive_json(), 30)
+        assert accepted["type"] == "accepted" and accepted["reply_to"] == i
+        assert accepted["execution"]["status"] == "running"
+        events, final = await _read_until_complete(ws, accepted["subscription"])
+        _assert_complete(events, i)
+        assert final["status"] == "ok" and final["result"]["json"] == i
+        assert events == await stored_events(api.client, final["id"])
+    await ws.close()
+
+
+def test_text_frames_follow_rfc_6455_for_every_length_class():
+    from server.http.frames import text_frames
+
+    cases = ((0, b"\x81\x00"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"), (65535, b"\x81\x7e\xff\xff"))
+    for n, header in cases:
+        payload = b"x" * n
+        assert text_frames([payload]) == header + payload
+    big = b"y" * 65536
+    assert text_frames([big]) == b"\x81\x7f" + (65536).to_bytes(8, "big") + big
+    assert text_frames([b"a", b"bc"]) == b"\x81\x01a\x81\x02bc"

@@ -32,7 +32,13 @@ class ExecutionService:
         self.sessions = sessions
         self.pipeline = sessions.pipeline
 
-    async def repl(self, body: ReplRequest, *, on_queued: Callable[[], None] | None = None) -> ExecOutcome:
+    async def repl(
+        self,
+        body: ReplRequest,
+        *,
+        on_queued: Callable[[], None] | None = None,
+        on_start: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ExecOutcome:
         if not body.session_id.strip():
             raise errors.ValidationError("session_id is required")
         if not body.input:
@@ -47,11 +53,16 @@ class ExecutionService:
             timers=body.timers,
             queue=body.queue,
             on_queued=on_queued,
+            on_start=on_start,
         )
         return self._check(await self.pipeline.submit(live, req))
 
     async def run_file(
-        self, body: RunFileRequest, *, on_queued: Callable[[], None] | None = None
+        self,
+        body: RunFileRequest,
+        *,
+        on_queued: Callable[[], None] | None = None,
+        on_start: Callable[[dict[str, Any]], None] | None = None,
     ) -> ExecOutcome:
         if not body.session_id.strip():
             raise errors.ValidationError("session_id is required")
@@ -77,6 +88,7 @@ class ExecutionService:
             wait=body.wait,
             queue=body.queue,
             on_queued=on_queued,
+            on_start=on_start,
         )
         return self._check(await self.pipeline.submit(live, req))
 

@@ -24,6 +24,7 @@ from server.config import Settings
 from server.core.params import message_cursor, message_str, parse_uuid
 from server.core.schemas import CompleteRequest, ReplRequest, RunFileRequest
 from server.http.decode import validate_fields
+from server.http.frames import text_frames
 from server.http.keys import SERVICES
 from server.http.rest import EXTRA_ROUTES
 from server.pipeline.feeds import ExecutionFeed, Feed, SessionFeed
@@ -81,15 +82,16 @@ class Outbox:
         self.size += len(frame)
         self._ready.set()
 
-    async def get(self) -> bytes | None:
+    async def get_all(self) -> list[bytes | None]:
+        """Everything queued, once there is something (a close marker always comes alone)."""
         while not self.frames:
             self._ready.clear()
             await self._ready.wait()
-        frame = self.frames.popleft()
-        if frame is not None:
-            self.size -= len(frame)
+        frames = list(self.frames)
+        self.frames.clear()
+        self.size = 0
         self._room.set()
-        return frame
+        return frames
 
 
 class Connection:
@@ -98,8 +100,15 @@ class Connection:
     It is the feeds' ``Sink``: they push messages, it serialises and queues them.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, services: Services, settings: Settings) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        services: Services,
+        settings: Settings,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ws = ws
+        self.transport = transport  # the request's, for frames written together
         self.services = services
         self.source = services.feeds
         self.outbox = Outbox(settings.ws_queue_bytes)
@@ -135,15 +144,32 @@ class Connection:
         self._end_feeds()
 
     async def sender(self) -> bool:
-        """Send queued frames until the end; True when the end is "too slow" (close with 4008)."""
+        """Send queued frames until the end; True when the end is "too slow" (close with 4008).
+
+        What is queued together goes out together: one write for all of it (``frames``) when
+        the socket has nothing pending and no compression was negotiated; otherwise frame by
+        frame through aiohttp, which compresses and waits for a slow reader.
+        """
         ws = self.ws
         while True:
-            frame = await self.outbox.get()
-            if frame is None or ws.closed:
+            frames = await self.outbox.get_all()
+            first = frames[0]
+            if first is None or ws.closed:
                 return False
-            if frame is _CLOSE_SLOW:
+            if first is _CLOSE_SLOW:
                 return True
-            await ws.send_str(frame.decode())
+            transport = self.transport
+            if (
+                len(frames) > 1
+                and not ws.compress
+                and transport is not None
+                and not transport.is_closing()
+                and transport.get_write_buffer_size() == 0
+            ):
+                transport.write(text_frames(frames))  # type: ignore[arg-type]
+                continue
+            for frame in frames:
+                await ws.send_frame(frame, WSMsgType.TEXT)  # type: ignore[arg-type]
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -243,16 +269,22 @@ class Connection:
 
     async def execute(self, msg_id: Any, msg: dict[str, Any]) -> None:
         body = validate_fields(_body_of(msg, ("session_id", "input", "timers", "queue")), ReplRequest)
-        outcome = await self.services.executions.repl(body, on_queued=self._queued(msg_id, body.session_id))
-        await self._accepted(msg_id, outcome.execution)
+        start = _FollowFromStart(self, msg_id)
+        outcome = await self.services.executions.repl(
+            body, on_queued=self._queued(msg_id, body.session_id), on_start=start
+        )
+        if not start.attached:
+            await self._accepted(msg_id, outcome.execution)
 
     async def run_file(self, msg_id: Any, msg: dict[str, Any]) -> None:
         keys = ("session_id", "path", "args", "env", "queue")
         body = validate_fields(_body_of(msg, keys), RunFileRequest)
+        start = _FollowFromStart(self, msg_id)
         outcome = await self.services.executions.run_file(
-            body, on_queued=self._queued(msg_id, body.session_id)
+            body, on_queued=self._queued(msg_id, body.session_id), on_start=start
         )
-        await self._accepted(msg_id, outcome.execution)
+        if not start.attached:
+            await self._accepted(msg_id, outcome.execution)
 
     def _queued(self, msg_id: Any, session_id: str) -> Callable[[], None]:
         """Tell the client at once that its execution waits for the session (then: accepted)."""
@@ -266,6 +298,13 @@ class Connection:
     async def _accepted(self, msg_id: Any, execution: dict[str, Any]) -> None:
         reply = {"type": "accepted", "reply_to": msg_id, "execution": execution}
         await self._follow_execution(execution, 0, reply)
+
+    def _follow_from_start(self, msg_id: Any, execution: dict[str, Any]) -> None:
+        """Accept and follow an execution that is starting now: no event of it is published
+        yet, so the feed goes live at once, with nothing stored to read first."""
+        feed = ExecutionFeed(self.source, self, self._sub_id(), execution, 0, self._forget)
+        self.feeds[feed.id] = feed
+        feed.attach({"type": "accepted", "reply_to": msg_id, "execution": execution, "subscription": feed.id})
 
     async def cancel(self, msg_id: Any, msg: dict[str, Any]) -> None:
         execution = await self.services.executions.cancel(message_str(msg, "execution_id"))
@@ -291,6 +330,20 @@ async def _read(ws: web.WebSocketResponse, conn: Connection) -> None:
             conn.error(None, errors.InvalidRequest("binary frames are not supported"))
 
 
+class _FollowFromStart:
+    """An execute/run_file request's ``on_start``: accepted and followed from the first event."""
+
+    def __init__(self, conn: Connection, msg_id: Any) -> None:
+        self.conn = conn
+        self.msg_id = msg_id
+        self.attached = False
+
+    def __call__(self, execution: dict[str, Any]) -> None:
+        if not self.conn.closed:
+            self.conn._follow_from_start(self.msg_id, execution)
+            self.attached = True
+
+
 def _body_of(msg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """The request fields of an execute/run_file message, validated like a REST body."""
     return {**{k: msg[k] for k in keys if k in msg}, "wait": False}
@@ -304,7 +357,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=1 << 20)
         await ws.prepare(request)
         hub.add(ws)
-        conn = Connection(ws, request.app[SERVICES], settings)
+        conn = Connection(ws, request.app[SERVICES], settings, request.transport)  # type: ignore[arg-type]
         sending = asyncio.create_task(conn.sender())
         reading = asyncio.create_task(_read(ws, conn))
         too_slow = False

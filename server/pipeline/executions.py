@@ -68,6 +68,9 @@ class ExecRequest:
     timers: str = "wait"  # "background": the run ends when its value settles (API.md §12)
     queue: bool = False  # wait for the session instead of answering SESSION_BUSY
     on_queued: Callable[[], None] | None = None  # told when a queued request has to wait
+    # Told the execution's record once its row is committed and before any of its events is
+    # published: a live follower registered here needs no backlog read (the WebSocket's execute).
+    on_start: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -180,13 +183,20 @@ class ExecutionPipeline:
         exec_id: str = record["id"]
         outer = live.running  # a startup run during a reset runs inside another execution
         live.running = exec_id
-        self.bus.publish_execution(record)
-        self.bus.publish_events(first)
+        # The run is scheduled before anything is published: its first step (sending the code
+        # to the worker) then comes before the socket writes that the publishing wakes up.
         task = asyncio.create_task(
             self._drive(live, record, req, limits, lock_held, first, outer), name=f"exec-{exec_id}"
         )
         self.running[exec_id] = (task, live)
         task.add_done_callback(lambda _t: self._forget(exec_id))
+        if req.on_start is not None:
+            try:
+                req.on_start(dict(record))
+            except Exception:  # noqa: BLE001 - a follower's failure is not the execution's
+                log.exception("execution %s: the start callback failed", exec_id)
+        self.bus.publish_execution(record)
+        self.bus.publish_events(first)
         return record, task
 
     def _forget(self, exec_id: str) -> None:

@@ -201,6 +201,13 @@ class ExecutionFeed(Feed):
     def _ends_with(self, msg: dict[str, Any]) -> bool:
         return msg["type"] == "execution"
 
+    def attach(self, reply: dict[str, Any]) -> None:
+        """Follow an execution from its start: called before any of its events is published,
+        so everything it will have comes live and nothing has to be read back."""
+        self.sink.push(reply)
+        self.live = True
+        self.source.live.subscribe_execution(self.execution_id, self)
+
     async def open(self, reply: dict[str, Any]) -> None:
         """Register, send ``reply`` (the subscribe/accept answer), then the backlog, then live."""
         self.source.live.subscribe_execution(self.execution_id, self)
