@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from server import logs
 from server.clock import now_iso
 from server.config import Settings
 from server.core.executions import ExecutionService
@@ -148,11 +149,7 @@ async def _checkpoint_loop(st: Store) -> None:
 
 def run_server(settings: Settings) -> None:
     """``vm-system serve``: generate a token if needed, then serve until SIGINT/SIGTERM."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logs.configure(settings.log_level)
     generated = settings.token is None
     settings = settings.with_generated_token()
     app = create_app(settings)

@@ -17,8 +17,10 @@ from server.config import Settings
 from server.core.params import printable
 from server.http.access import API_PREFIX, check_request, mask_token
 from server.http.keys import ALLOW_BY_PATH, MAX_BODY
+from server.logs import ACCESS_LOGGER
 
 log = logging.getLogger("vm_system.http")
+access_log = logging.getLogger(ACCESS_LOGGER)  # one line per request, written in batches
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -88,7 +90,9 @@ def make_middlewares(settings: Settings) -> list[Callable[..., Awaitable[web.Str
 
 
 def _log_request(request: web.Request, status: int, started: float, request_id: str) -> None:
-    log.info(
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    access_log.info(
         "%s %s %s %.1fms request_id=%s",
         request.method,
         mask_token(request.path_qs),
