@@ -381,6 +381,40 @@ def test_let_const_class_persist_and_redeclare(h: Harness) -> None:
     assert h.value("p * 10 + r")["json"] == 12
 
 
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        # Declarations the scan must not miss: each hides its top-level `let`/`const`/`class`
+        # behind something a naive search would get wrong, or behind what the scan cannot read.
+        ("'{'; let s1 = 1", ["s1"]),
+        ('"(" + "["; const s2 = 2', ["s2"]),
+        ("/* { ( [ */ let s3 = 3", ["s3"]),
+        ("// {\nlet s4 = 4", ["s4"]),
+        ("let r5 = /{/; const s5 = 5", ["r5", "s5"]),
+        ("let t6 = `${'{'}`; let s6 = 6", ["t6", "s6"]),
+        ("for (let i = 0; i < 2; i++) {} class S7 {}", ["S7"]),
+        ("var n8 = 8 / 2; let s8 = n8", ["s8"]),
+        ("'\\\\'; let s9 = 9", ["s9"]),
+    ],
+)
+def test_top_level_declarations_persist_however_the_source_is_written(
+    h: Harness, source: str, names: list[str]
+) -> None:
+    h.run(source)
+    for name in names:
+        assert h.value(f"typeof globalThis.{name}")["json"] != "undefined", (source, name)
+
+
+def test_declarations_inside_brackets_stay_local_and_the_value_is_the_last_expression(h: Harness) -> None:
+    assert h.value("for (let i = 0; i < 3; i++) console.log('line', i); 'done'")["json"] == "done"
+    assert h.value("typeof i")["json"] == "undefined"
+    assert h.value("{ let inner = 1; const other = 2 } 'after'")["json"] == "after"
+    assert h.value("typeof inner + typeof other")["json"] == "undefinedundefined"
+    assert h.value("[1, 2].map((x) => { const y = x * 2; return y })")["json"] == [2, 4]
+    assert h.value("(class Named {}).name")["json"] == "Named"
+    assert h.value("typeof Named")["json"] == "undefined"
+
+
 def test_completion_value_is_last_expression(h: Harness) -> None:
     assert h.value("1; 2")["json"] == 2
     assert h.value("let z = 5; z * 2")["json"] == 10

@@ -10,6 +10,7 @@
     allowHashBang: true, allowReturnOutsideFunction: false,
   };
   const fastPathRe = /\b(?:let|const|class|await)\b/;
+  const awaitRe = /\bawait\b/;
   const strictSlowRe = /\b(?:let|const|class|await|var|function)\b/;
   const isFunctionNode = (n) => n.type === 'FunctionDeclaration' || n.type === 'FunctionExpression' ||
     n.type === 'ArrowFunctionExpression';
@@ -74,6 +75,53 @@
     return null;
   }
 
+  // Whether a source declares nothing with let/const/class at its top level (every such word
+  // sits inside brackets: a for-loop head, a block, a function): then, without an await, it
+  // runs as it is and needs no parse. A scan, not a parser, so it only answers what it can
+  // prove: a "/" (a regular expression or a division), a template literal, a backslash or
+  // unbalanced brackets make it answer false, and the parse decides.
+  function nothingDeclaredAtTopLevel(src) {
+    const n = src.length;
+    let depth = 0;
+    for (let i = 0; i < n; i++) {
+      const c = src.charCodeAt(i);
+      if (c === 40 || c === 91 || c === 123) depth++; // ( [ {
+      else if (c === 41 || c === 93 || c === 125) { // ) ] }
+        if (--depth < 0) return false;
+      } else if (c === 39 || c === 34) { // a quoted string
+        for (i++; i < n; i++) {
+          const d = src.charCodeAt(i);
+          if (d === c) break;
+          if (d === 92 || d === 10 || d === 13) return false;
+        }
+        if (i >= n) return false;
+      } else if (c === 47) { // a comment, or a "/" the scan cannot classify
+        const d = src.charCodeAt(i + 1);
+        if (d === 47) {
+          const end = src.indexOf('\n', i);
+          if (end < 0) break;
+          i = end;
+        } else if (d === 42) {
+          const end = src.indexOf('*/', i + 2);
+          if (end < 0) return false;
+          i = end + 1;
+        } else return false;
+      } else if (c === 96 || c === 92) return false; // a template literal, an escape
+      else if (isWordChar(c)) {
+        let j = i + 1;
+        while (j < n && isWordChar(src.charCodeAt(j))) j++;
+        if (depth === 0) {
+          const word = src.slice(i, j);
+          if (word === 'let' || word === 'const' || word === 'class') return false;
+        }
+        i = j - 1;
+      }
+    }
+    return depth === 0;
+  }
+  const isWordChar = (c) => (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) ||
+    c === 36 || c === 95 || c > 127;
+
   // Wrapped code receives the boxing helper as a parameter, so nothing internal is ever
   // reachable from the global scope.
   const boxParam = `__vm_box_${Math.floor(Math.random() * 0x7fffffff).toString(36)}`;
@@ -88,7 +136,8 @@
         src = candidate;
       } catch (e) { /* a block, not an object literal */ }
     }
-    if (!(strict ? strictSlowRe : fastPathRe).test(src)) {
+    if (!(strict ? strictSlowRe : fastPathRe).test(src) ||
+        (!strict && !awaitRe.test(src) && nothingDeclaredAtTopLevel(src))) {
       return { code: strict ? `'use strict';${src}` : src, wrapped: '' };
     }
     let ast;
