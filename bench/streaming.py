@@ -11,6 +11,11 @@ transaction into a fresh WAL file (synchronous=NORMAL). Medians of interleaved r
 Target: system rate / floor rate >= 0.5. Also reported: the ratio against the same insert into
 the server's own schema (its unique and secondary indexes, foreign keys on).
 
+(c) PostgreSQL. The same flood against a server on PostgreSQL (a fresh schema), against a floor
+of ``COPY`` of the same number of event rows into that schema's events table, in one
+transaction, from the same process (psycopg). Reported, not a target: COPY is PostgreSQL's
+fastest bulk path and the server commits in batches while the code runs.
+
 (b) Live latency. A script logs one line every 10 ms (``setInterval``); for each console event
 latency = arrival time at the WebSocket client (``time.time()``) - the event's ``ts`` (taken in
 the worker when ``console.log`` was called; same machine clock). Targets p50 <= 5 ms, p99 <= 50 ms.
@@ -40,6 +45,8 @@ from common import (  # noqa: E402
     base_parser,
     floor_db,
     now_iso,
+    pg_reachable,
+    pg_schema,
     proc_cpu_s,
     run_main,
     self_cpu_s,
@@ -222,6 +229,8 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
             )
         )
 
+        rows.extend(await postgres_rows(args, client, raw))
+
         # (b) live latency
         await client.run(ws_execute, vm.url, sid, TICKER.format(n=20, every=10), 22, 30, True)
         out = await client.run(
@@ -244,6 +253,66 @@ async def run(args: Any) -> tuple[list[Result], dict[str, Any]]:
             Result("live console latency p99", info["p99"], "ms", target="<= 50 ms", ok=info["p99"] <= 50)
         )
     return rows, raw
+
+
+async def postgres_rows(args: Any, client: ClientProcess, raw: dict[str, Any]) -> list[Result]:
+    """(c) the flood on PostgreSQL against COPY of as many rows into the same schema."""
+    reason = pg_reachable()
+    if reason is not None:
+        skipped = f"skipped: {reason}"
+        return [Result("console throughput on PostgreSQL vs COPY", None, "events/s", note=skipped)]
+    n_events = args.lines + 2
+    floors: list[float] = []
+    systems: list[float] = []
+    with pg_schema() as url:
+        async with start_vm(db_url=url) as vm:
+            _, sid = await setup_session(vm.url, vm.worktree, limits=UNLIMITED)
+            await client.run(ws_execute, vm.url, sid, FLOOD.format(n=2000), 2002, 60, False)
+            for _ in range(max(1, args.runs - 1)):
+                out = await client.run(
+                    ws_execute, vm.url, sid, FLOOD.format(n=args.lines), n_events, 240, False
+                )
+                res = out["result"]
+                systems.append(res["events"] / res["seconds"])
+                floors.append(await asyncio.to_thread(copy_floor, url, n_events))
+    med_sys, med_floor = statistics.median(systems), statistics.median(floors)
+    raw["postgres"] = {"system_rates": systems, "copy_rates": floors}
+    return [
+        Result(
+            f"console throughput on PostgreSQL ({n_events:,} events, WS) vs COPY",
+            round(med_sys),
+            "events/s",
+            round(med_floor),
+            med_sys / med_floor,
+            "report",
+        )
+    ]
+
+
+def copy_floor(url: str, n_rows: int) -> float:
+    """Rows/s of ``COPY`` of ``n_rows`` event rows (one execution) into the server's schema."""
+    import psycopg
+
+    ts = now_iso()
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        exec_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO executions (id, session_id, kind, input, path, args, env, status, started_at,"
+            " ended_at, result, error, metrics) SELECT %s, session_id, kind, input, path, args, env,"
+            " status, started_at, ended_at, result, error, metrics FROM executions LIMIT 1",
+            (exec_id,),
+        )
+        base = int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]) + 1_000_000
+        conn.commit()
+        t0 = time.perf_counter()
+        with conn.cursor().copy("COPY events (id, execution_id, seq, ts, type, payload) FROM STDIN") as cp:
+            cp.write_row((base, exec_id, 1, ts, "input_echo", '{"text":"x"}'))
+            for i in range(n_rows - 2):
+                line = f'{{"level":"log","text":"line {i}"}}'
+                cp.write_row((base + i + 1, exec_id, i + 2, ts, "console", line))
+            cp.write_row((base + n_rows - 1, exec_id, n_rows, ts, "value", '{"type":"undefined"}'))
+        conn.commit()
+        return n_rows / (time.perf_counter() - t0)
 
 
 def main() -> None:
