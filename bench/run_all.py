@@ -23,7 +23,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import RESULTS_DIR, ROOT, environment, format_table  # noqa: E402
 
-PROGRAMS = ["repl_roundtrip", "ws_path", "streaming", "isolation", "sessions", "concurrency", "snapshots"]
+PROGRAMS = [
+    "repl_roundtrip",
+    "ws_path",
+    "streaming",
+    "isolation",
+    "sessions",
+    "concurrency",
+    "snapshots",
+    "wal",
+]
 TIMEOUT_S = 150  # per program; the whole suite is sized for about 2-3 minutes
 
 
