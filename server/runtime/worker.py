@@ -31,13 +31,12 @@ from orjson import dumps
 
 from server.clock import now_iso
 from server.runtime import protocol, sandbox
+from server.runtime.channel import Channel
 from server.runtime.engine import BACKGROUND as BG_OWNER
 from server.runtime.engine import Outcome
 from server.runtime.limits import Stream
-from server.runtime.protocol import BACKGROUND, FOREGROUND
+from server.runtime.protocol import BACKGROUND
 
-FLUSH_EVENTS = 512  # flush at this many buffered events...
-FLUSH_AFTER_S = 0.001  # ...or when the oldest buffered event is this old
 WATCH_INTERVAL_S = 0.002
 STUCK_GRACE_S = 0.05  # how long code may keep running after a cancel / output limit
 # Checkpoint policy (docs/performance.md has the measurements behind it). A fork, the
@@ -73,11 +72,7 @@ class Worker:
         """Fresh channels and thread state (a new worker, or a checkpoint being promoted)."""
         self.sock = sock
         self.ctl = ctl
-        self.send_lock = threading.Lock()
-        self.buf: list[tuple[str, str, str]] = []
-        self.buf_key = FOREGROUND
-        self.buf_since = 0.0
-        self.last_flush = 0.0
+        self.out = Channel(sock)
         self.commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.wake = threading.Event()
         self.run: Stream | None = None  # the foreground run
@@ -93,40 +88,10 @@ class Worker:
     # ------------------------------------------------------------- sending
 
     def send(self, msg: Any) -> None:
-        data = protocol.encode(msg)
-        with self.send_lock:
-            self.sock.sendall(data)
+        self.out.send(msg)
 
     def flush(self) -> None:
-        with self.send_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if not self.buf:
-            return
-        batch, self.buf = self.buf, []
-        self.last_flush = time.monotonic()
-        self.sock.sendall(protocol.encode(protocol.Events(self.buf_key, batch)))
-
-    def _buffer(self, stream: Stream, event: tuple[str, str, str]) -> None:
-        # The reader thread may swap the buffer out to flush it: append under the same lock.
-        with self.send_lock:
-            if self.buf and self.buf_key != stream.key:
-                self._flush_locked()  # one batch holds one stream's events
-            self.buf_key = stream.key
-            buf = self.buf
-            buf.append(event)
-            n = len(buf)
-            if n == 1:
-                now = time.monotonic()
-                self.buf_since = now
-                due = now - self.last_flush >= FLUSH_AFTER_S  # first line after a quiet spell
-            else:  # in a burst, batch: at FLUSH_EVENTS lines, or when the batch has aged
-                due = n >= FLUSH_EVENTS or (
-                    n & 31 == 0 and time.monotonic() - self.buf_since >= FLUSH_AFTER_S
-                )
-            if due:
-                self._flush_locked()
+        self.out.flush()
 
     # ------------------------------------------------------------- host callbacks
 
@@ -139,7 +104,7 @@ class Worker:
         stop = stream.admit(size)
         if stop is not None:
             return stop
-        self._buffer(stream, (now_iso(), "console", dumps({"level": level, "text": text}).decode()))
+        self.out.add(stream.key, (now_iso(), "console", dumps({"level": level, "text": text}).decode()))
         return None
 
     def event(self, kind: str, payload_json: str) -> str | None:
@@ -150,7 +115,7 @@ class Worker:
         stop = stream.admit(len(payload_json))
         if stop is not None:
             return stop
-        self._buffer(stream, (now_iso(), kind, payload_json))
+        self.out.add(stream.key, (now_iso(), kind, payload_json))
         return None
 
     def host_call(self, module: str, function: str, args_json: str) -> str:
@@ -217,9 +182,8 @@ class Worker:
                 self._early_cancel.add(exec_id)
 
     def _watch(self) -> None:
-        if self.buf and time.monotonic() - self.buf_since >= FLUSH_AFTER_S:
-            with contextlib.suppress(OSError):
-                self.flush()
+        with contextlib.suppress(OSError):
+            self.out.flush_aged()
         stream = self.active
         if stream is None or not stream.in_js or stream.reported_stuck:
             return
@@ -442,8 +406,8 @@ class Worker:
         started = time.perf_counter()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # The reader thread holds neither lock while we fork, so the child inherits them free.
-        with self.send_lock, self._cancel_lock:
-            self._flush_locked()
+        with self.out.lock, self._cancel_lock:
+            self.out.flush_locked()
             pid = os.fork()
         if pid == 0:
             from server.runtime.checkpoint import become_checkpoint
