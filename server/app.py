@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -27,15 +26,13 @@ from server.pipeline.executions import ExecutionPipeline
 from server.pipeline.feeds import FeedSource
 from server.pipeline.writer import EventWriter
 from server.runtime.supervisor import WorkerPool
+from server.store import wal
 from server.store.store import Store
 
 log = logging.getLogger("vm_system")
 
 STORE = web.AppKey("store", Store)
 POOL = web.AppKey("worker_pool", WorkerPool)
-CHECKPOINT_EVERY_S = 1.0
-CHECKPOINT_QUIET_S = 0.5  # no bulk write for this long: a good moment to checkpoint
-CHECKPOINT_WAL_CAP = 64 * 1024 * 1024  # ...or the log is this large: checkpoint anyway
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -90,7 +87,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         )
         app[SERVICES] = _services(settings, st, bus, templates, sessions)
         sessions.start_reaper()
-        checkpoint = asyncio.create_task(_checkpoint_loop(st), name="wal-checkpoint")
+        checkpoint = asyncio.create_task(wal.keep_small(st), name="wal-keeper")
         yield
         await sessions.shutdown()
         checkpoint.cancel()
@@ -130,21 +127,6 @@ def _optional_transports(app: web.Application, settings: Settings) -> None:
     except ImportError:
         return
     ui.setup(app, settings)
-
-
-async def _checkpoint_loop(st: Store) -> None:
-    """Fold the WAL into the database file off the request path (SQLite only)."""
-    if not st.is_sqlite:
-        return
-    while True:
-        await asyncio.sleep(CHECKPOINT_EVERY_S)
-        # During a flood of events the checkpoint would compete with the writer for the CPU:
-        # wait for a pause, unless the log has grown past its cap.
-        streaming = time.monotonic() - st.last_bulk_write < CHECKPOINT_QUIET_S
-        if streaming and st.wal_bytes() < CHECKPOINT_WAL_CAP:
-            continue
-        with contextlib.suppress(Exception):
-            await st.checkpoint()
 
 
 def run_server(settings: Settings) -> None:

@@ -103,6 +103,10 @@ def _row(table: str, mapping: Any) -> dict[str, Any]:
     return row
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file keeps after a reset (journal_size_limit)
+TRUNCATE_WAIT_MS = 100  # how long a truncating checkpoint waits for a reader to finish
+
+
 class Store:
     """Async facade over one SQLAlchemy engine (SQLite file or PostgreSQL)."""
 
@@ -119,6 +123,7 @@ class Store:
         self._integrity_errors: tuple[type[Exception], ...] = (IntegrityError,)
         self._queued_writes = 0  # writes handed to the writer thread and not finished yet
         self.last_bulk_write = 0.0  # monotonic time of the last write sent to the writer thread
+        self.last_write = 0.0  # monotonic time of the last write of any size
         p = "?" if self.is_sqlite else "%s"
         self._sql_insert_events = (
             f"INSERT INTO events (id, execution_id, seq, ts, type, payload) VALUES ({', '.join([p] * 6)})"
@@ -154,6 +159,8 @@ class Store:
                 cur.execute("PRAGMA busy_timeout=10000")
                 # A larger page cache keeps the event indexes in memory as the table grows.
                 cur.execute("PRAGMA cache_size=-65536")
+                # A log reset after a checkpoint also gives the file's space back (store/wal.py).
+                cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 cur.close()
 
         self._engine = engine
@@ -219,6 +226,28 @@ class Store:
                 "checkpoint the write-ahead log",
             )
 
+    async def truncate_wal(self) -> bool:
+        """Checkpoint the whole SQLite WAL into the database and truncate it to zero bytes.
+
+        Runs on the writer thread, between writes, so no commit races it and it completes
+        unless a reader is still on an old snapshot; it waits for such a reader for at most
+        ``TRUNCATE_WAIT_MS`` (so it never stalls the writes queued behind it for long) and then
+        gives up until next time. True when the log was truncated.
+        """
+        if not self.is_sqlite:
+            return False
+
+        def run() -> bool:
+            conn = self._wc()
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+            try:
+                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.exec_driver_sql("PRAGMA busy_timeout=10000")
+            return row is not None and not row[0]  # (busy, log frames, checkpointed frames)
+
+        return await self._run_write(run, "truncate the write-ahead log")
+
     # ---------------------------------------------------------------- plumbing
 
     def _wc(self) -> Connection:
@@ -234,6 +263,7 @@ class Store:
         Anything else goes to the writer thread, behind what is already queued, so commits
         always happen in submission order (event ids are committed in increasing order).
         """
+        self.last_write = time.monotonic()
         if small and self.is_sqlite and self._queued_writes == 0:
             if self._write_lock.acquire(blocking=False):
                 try:
