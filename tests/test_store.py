@@ -100,6 +100,7 @@ def session_row(vm_id: str, *, status: str = "ready", at: int = 1) -> dict[str, 
         "closed_at": None,
         "last_error": None,
         "runtime_meta": {"template_name": "t", "worker_pid": 123, "resets": 0},
+        "node_id": "node-a",
     }
 
 
