@@ -77,6 +77,9 @@ def main() -> None:
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--allow-modules", help="Native modules templates may enable (default fs,database).")
 @click.option("--worktree-root", multiple=True, help="Directory session worktrees must be in (repeatable).")
+@click.option("--node-id", help="This node's id in a cluster (default: host name and port).")
+@click.option("--advertise-url", help="URL the other nodes reach this one at (default: the listen URL).")
+@click.option("--node-timeout", type=float, help="Seconds without heartbeat before a node is lost (10).")
 @pass_state
 def serve(
     state: CliState,
@@ -94,6 +97,9 @@ def serve(
     log_level: str | None,
     allow_modules: str | None,
     worktree_root: tuple[str, ...],
+    node_id: str | None,
+    advertise_url: str | None,
+    node_timeout: float | None,
 ) -> None:
     """Run the API server."""
     from server.config import ConfigError, Settings
@@ -116,6 +122,9 @@ def serve(
             log_level=log_level.upper() if log_level else None,
             allow_modules=allow_modules,
             worktree_roots=worktree_root or None,
+            node_id=node_id,
+            advertise_url=advertise_url,
+            node_timeout_s=node_timeout,
         )
         from server.app import run_server
 

@@ -21,9 +21,11 @@ from aiohttp import WSMsgType, web
 
 from server import errors
 from server.config import Settings
+from server.core.directory import Remote
 from server.core.params import message_cursor, message_str, parse_uuid
 from server.core.schemas import CompleteRequest, ReplRequest, RunFileRequest
 from server.http.decode import validate_fields
+from server.http.forward import FORWARDER, Forwarder
 from server.http.keys import SERVICES
 from server.http.rest import EXTRA_ROUTES
 from server.pipeline.feeds import ExecutionFeed, Feed, SessionFeed
@@ -31,10 +33,14 @@ from server.services import Services
 
 log = logging.getLogger(__name__)
 
+REPL_PATH = "/api/v1/executions/repl"
+RUN_FILE_PATH = "/api/v1/executions/run-file"
+
 CLOSE_TOO_SLOW = 4008
 _CLOSE_SLOW = b"\x00close"
 CLOSE_WAIT_S = 10.0
 HUB = web.AppKey("ws_hub", weakref.WeakSet)
+CONNECTIONS = web.AppKey("ws_connections", weakref.WeakSet)  # live Connection objects (metrics)
 
 
 class Outbox:
@@ -98,9 +104,16 @@ class Connection:
     It is the feeds' ``Sink``: they push messages, it serialises and queues them.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, services: Services, settings: Settings) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        services: Services,
+        settings: Settings,
+        forwarder: Forwarder | None = None,
+    ) -> None:
         self.ws = ws
         self.services = services
+        self.forwarder = forwarder  # a cluster: messages about other nodes' sessions go there
         self.source = services.feeds
         self.outbox = Outbox(settings.ws_queue_bytes)
         self.feeds: dict[str, Feed] = {}
@@ -241,18 +254,32 @@ class Connection:
         feed.close()
         self.reply(msg_id, {"type": "unsubscribed", "subscription": feed.id})
 
+    async def _owner(self, session_id: str) -> Remote | None:
+        """The node holding this session when it is not this one (a cluster)."""
+        if self.forwarder is None:
+            return None
+        return await self.forwarder.directory.session_owner(session_id)
+
     async def execute(self, msg_id: Any, msg: dict[str, Any]) -> None:
         body = validate_fields(_body_of(msg, ("session_id", "input", "timers", "queue")), ReplRequest)
-        outcome = await self.services.executions.repl(body, on_queued=self._queued(msg_id, body.session_id))
-        await self._accepted(msg_id, outcome.execution)
+        on_queued = self._queued(msg_id, body.session_id)
+        remote = await self._owner(body.session_id)
+        if remote is not None and self.forwarder is not None:
+            execution = await self.forwarder.start_execution(remote, REPL_PATH, body, on_queued)
+        else:
+            execution = (await self.services.executions.repl(body, on_queued=on_queued)).execution
+        await self._accepted(msg_id, execution)
 
     async def run_file(self, msg_id: Any, msg: dict[str, Any]) -> None:
         keys = ("session_id", "path", "args", "env", "queue")
         body = validate_fields(_body_of(msg, keys), RunFileRequest)
-        outcome = await self.services.executions.run_file(
-            body, on_queued=self._queued(msg_id, body.session_id)
-        )
-        await self._accepted(msg_id, outcome.execution)
+        on_queued = self._queued(msg_id, body.session_id)
+        remote = await self._owner(body.session_id)
+        if remote is not None and self.forwarder is not None:
+            execution = await self.forwarder.start_execution(remote, RUN_FILE_PATH, body, on_queued)
+        else:
+            execution = (await self.services.executions.run_file(body, on_queued=on_queued)).execution
+        await self._accepted(msg_id, execution)
 
     def _queued(self, msg_id: Any, session_id: str) -> Callable[[], None]:
         """Tell the client at once that its execution waits for the session (then: accepted)."""
@@ -260,7 +287,13 @@ class Connection:
 
     async def complete(self, msg_id: Any, msg: dict[str, Any]) -> None:
         body = validate_fields({k: msg[k] for k in ("input", "cursor") if k in msg}, CompleteRequest)
-        found = await self.services.sessions.complete(message_str(msg, "session_id"), body.input, body.cursor)
+        session_id = message_str(msg, "session_id")
+        remote = await self._owner(session_id)
+        if remote is not None and self.forwarder is not None:
+            path = f"/api/v1/sessions/{session_id.strip()}/complete"
+            found = await self.forwarder.call(remote, "POST", path, body.model_dump(exclude_none=True))
+        else:
+            found = await self.services.sessions.complete(session_id, body.input, body.cursor)
         self.reply(msg_id, {"type": "completions", **found})
 
     async def _accepted(self, msg_id: Any, execution: dict[str, Any]) -> None:
@@ -268,7 +301,15 @@ class Connection:
         await self._follow_execution(execution, 0, reply)
 
     async def cancel(self, msg_id: Any, msg: dict[str, Any]) -> None:
-        execution = await self.services.executions.cancel(message_str(msg, "execution_id"))
+        execution_id = message_str(msg, "execution_id")
+        remote = None
+        if self.forwarder is not None:
+            remote = await self.forwarder.directory.execution_owner(execution_id)
+        if remote is not None and self.forwarder is not None:
+            path = f"/api/v1/executions/{execution_id.strip()}/cancel"
+            execution = await self.forwarder.call(remote, "POST", path, None)
+        else:
+            execution = await self.services.executions.cancel(execution_id)
         self.reply(msg_id, {"type": "cancelled", "execution": execution})
 
     def _end_feeds(self) -> None:
@@ -299,12 +340,15 @@ def _body_of(msg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 def setup(app: web.Application, settings: Settings) -> None:
     hub: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
     app[HUB] = hub
+    connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+    app[CONNECTIONS] = connections
 
     async def ws_handler(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=1 << 20)
         await ws.prepare(request)
         hub.add(ws)
-        conn = Connection(ws, request.app[SERVICES], settings)
+        conn = Connection(ws, request.app[SERVICES], settings, request.app.get(FORWARDER))
+        connections.add(conn)
         sending = asyncio.create_task(conn.sender())
         reading = asyncio.create_task(_read(ws, conn))
         too_slow = False

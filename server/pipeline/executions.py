@@ -10,6 +10,7 @@ its run has ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -185,6 +186,11 @@ class ExecutionPipeline:
             }
             # A REPL's input echo (seq 1) is committed with the row itself: one commit fewer.
             first: list[EventTuple] = []
+            if req.kind == "repl" and live.background is not None and self.writer.busy:
+                # Its background execution's queued events got lower ids: commit them first,
+                # so that a session's events are committed in id order (session cursors).
+                with contextlib.suppress(Exception):
+                    await self.writer.barrier()
             if req.kind == "repl":
                 echo = orjson.dumps({"text": req.input}).decode()
                 first = [(self.writer.allocate(1), record["id"], 1, record["started_at"], "input_echo", echo)]

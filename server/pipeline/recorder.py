@@ -10,6 +10,7 @@ import orjson
 
 from server.clock import now_iso
 from server.events import EventBatch, EventTuple
+from server.pipeline.ids import MAX_ALLOCATION
 from server.pipeline.writer import EventWriter
 
 
@@ -45,6 +46,10 @@ class Recorder:
             self._held.append(batch)
             return
         n = len(batch)
+        if n > MAX_ALLOCATION:  # ids come in runs of at most this many
+            for i in range(0, n, MAX_ALLOCATION):
+                self.on_batch(batch[i : i + MAX_ALLOCATION])
+            return
         base = self.writer.allocate(n)
         seq0 = self.seq + 1
         self.seq += n
