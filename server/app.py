@@ -34,6 +34,7 @@ from server.pipeline.writer import EventWriter
 from server.runtime.supervisor import WorkerPool
 from server.services import Services
 from server.store.listen import NotifyListener
+from server.store.lock import SqliteServerLock
 from server.store.store import Store
 
 log = logging.getLogger("vm_system")
@@ -63,11 +64,19 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         st = app[STORE]
-        await st.open()
-        if cluster:
-            st.notify_as = settings.effective_node_id  # commits tell the other nodes
-        yield
-        await st.close()
+        # SQLite serves one server: the file is locked before anything reads or writes it.
+        lock = SqliteServerLock(st.sqlite_path) if st.sqlite_path else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            await st.open()
+            if cluster:
+                st.notify_as = settings.effective_node_id  # commits tell the other nodes
+            yield
+            await st.close()
+        finally:
+            if lock is not None:
+                lock.release()
         log.info("database closed; vm-system stopped")
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -98,7 +107,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         nodes = NodeService(
             store=st, sessions=sessions, settings=settings, events=events, on_replaced=app.get(ON_REPLACED)
         )
-        closed, interrupted = await nodes.start()  # the file lock (SQLite), registration, own rows
+        closed, interrupted = await nodes.start()  # registration, then this node's own rows
         if closed or interrupted:
             log.info(
                 "closed %d session(s) and interrupted %d execution(s) left by a previous run",
@@ -171,6 +180,7 @@ async def _cluster(
     events.start()
     forwarder = Forwarder(settings, Directory(nodes=nodes.nodes, sessions=sessions))
     await forwarder.start()
+    events.on_node = forwarder.node_down
     app[FORWARDER] = forwarder
     app[LISTENER] = listener
     try:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -356,14 +357,23 @@ async def test_a_killed_node_is_reaped_once_and_its_subscribers_told(cluster: No
 
 async def test_a_paused_node_comes_back_finds_itself_lost_and_rejoins(cluster: Nodes, worktree: Path) -> None:
     a, c = cluster["a"], cluster["c"]
-    s = c.session(c.template(**UNLIMITED)["id"], worktree)
+    tpl = c.template(**UNLIMITED)["id"]
+    s, idle = c.session(tpl, worktree), c.session(tpl, worktree)
     worker = s["runtime_meta"]["worker_pid"]
     run = c.launch(s["id"], FOREVER)
     wait_for(lambda: len(a.events(run["id"])) >= 20, "ticks before the pause")
     c.signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: a.get_session(s["id"])["status"] == "crashed", "the paused node's session crashed")
-        assert a.nodes()["node-c"]["status"] == "lost"
+        # A request forwarded to the paused node waits for it... until the cluster gives up on it.
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(a.repl, idle["id"], "1")
+            wait_for(
+                lambda: a.get_session(s["id"])["status"] == "crashed", "the paused node's session crashed"
+            )
+            assert a.nodes()["node-c"]["status"] == "lost"
+            status, answer = waiting.result(timeout=WAIT)
+        assert status == 503 and answer["error"]["code"] == "NODE_UNAVAILABLE", answer
+        assert "declared lost" in answer["error"]["message"]
     finally:
         c.signal(signal.SIGCONT)
     # Back: it finds itself lost, ends its workers, and is up again.

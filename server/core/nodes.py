@@ -8,9 +8,9 @@ paused, or cut off from the database) drops its sessions' workers, settles their
 reaper would, and registers again; one whose id another process has taken stops. SIGTERM marks
 the node ``stopped`` once its sessions are closed.
 
-On SQLite the server is the only node: it holds an exclusive lock on the database file for its
-life (a second server refuses to start), reconciles every row as before (API.md §6), and its
-row in ``nodes`` serves ``GET /api/v1/nodes``.
+On SQLite the server is the only node (``app.py`` holds an exclusive lock on the file for the
+server's life: a second server refuses to start): it reconciles every row as before (API.md §6),
+and its row in ``nodes`` serves ``GET /api/v1/nodes``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from server.clock import now_iso
 from server.config import Settings
 from server.core.sessions import SessionService
 from server.pipeline.cluster_events import ClusterEvents
-from server.store.lock import SqliteServerLock
 from server.store.nodes import NodeStore, Reaped, lost_message
 from server.store.store import Store
 
@@ -56,9 +55,12 @@ class NodeService:
         self.nodes = NodeStore(store)
         self.clustered = not store.is_sqlite
         self.last_heartbeat = 0.0  # monotonic time of the last heartbeat that landed
+        # Since when this node's heartbeats have landed without a gap (None: they are failing).
+        # It judges others only after a whole timeout of its own: when the database comes back
+        # after an outage, every heartbeat is old, and the nodes must not reap each other.
+        self._steady_since: float | None = None
         self.reaped = 0  # nodes this one declared lost (metrics)
         self.rejoined = 0  # times this node found itself lost and came back (metrics)
-        self._lock = SqliteServerLock(store.sqlite_path) if store.sqlite_path else None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -66,8 +68,6 @@ class NodeService:
 
     async def start(self) -> tuple[int, int]:
         """Register and reconcile this node's rows; returns (sessions closed, executions ended)."""
-        if self._lock is not None:
-            self._lock.acquire()  # before anything is read or written
         await self.nodes.register(
             node_id=self.node_id,
             url=self.url,
@@ -75,7 +75,7 @@ class NodeService:
             version=__version__,
             max_sessions=self.settings.max_sessions,
         )
-        self.last_heartbeat = time.monotonic()
+        self.last_heartbeat = self._steady_since = time.monotonic()
         # On SQLite every row is this server's; in a cluster only this node's (and pre-cluster
         # rows without a node): never another node's.
         mine = self.node_id if self.clustered else None
@@ -85,7 +85,7 @@ class NodeService:
         self._task = asyncio.create_task(self._beat(), name="node-heartbeat")
 
     async def stop(self) -> None:
-        """After the sessions are closed (SIGTERM): ``stopped``, then release the file lock."""
+        """After the sessions are closed (SIGTERM): ``stopped``."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -95,8 +95,6 @@ class NodeService:
             await self.nodes.mark_stopped(node_id=self.node_id, incarnation=self.incarnation)
         except errors.StoreError:
             log.exception("could not mark node %s stopped", self.node_id)
-        if self._lock is not None:
-            self._lock.release()
 
     @property
     def heartbeat_age_s(self) -> float:
@@ -110,21 +108,27 @@ class NodeService:
             try:
                 await self.beat()
             except errors.StoreError:
+                self._steady_since = None
                 log.warning("node %s: heartbeat failed; the database is unreachable", self.node_id)
             except Exception:  # noqa: BLE001 - the beat must go on
+                self._steady_since = None
                 log.exception("node %s: heartbeat failed", self.node_id)
 
     async def beat(self) -> None:
         """One heartbeat, then one reaping round (a cluster)."""
         status = await self.nodes.heartbeat(node_id=self.node_id, incarnation=self.incarnation)
+        now = time.monotonic()
         if status == "up":
-            self.last_heartbeat = time.monotonic()
+            if self._steady_since is None or now - self.last_heartbeat > self.settings.node_timeout_s:
+                self._steady_since = now  # back after a gap others may have judged
+            self.last_heartbeat = now
         elif status == "replaced":
             await self._replaced()
             return
         elif not self._stopping:
             await self._come_back(status)
-        if self.clustered:
+        steady = self._steady_since is not None and now - self._steady_since >= self.settings.node_timeout_s
+        if self.clustered and steady:
             for reaped in await self.nodes.reap(me=self.node_id, timeout_s=self.settings.node_timeout_s):
                 self._announce(reaped)
 
@@ -156,7 +160,7 @@ class NodeService:
             if self.events is not None:
                 self.events.deliver(reaped.entries)
         self.rejoined += 1
-        self.last_heartbeat = time.monotonic()
+        self.last_heartbeat = self._steady_since = time.monotonic()
 
     async def _replaced(self) -> None:
         """Another process registered this node's id: it owns the node's rows now; stop."""

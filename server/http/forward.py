@@ -14,6 +14,7 @@ them again (no loops, even when nodes disagree for a moment about where a sessio
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
@@ -45,6 +46,8 @@ class Forwarder:
         self.node_id = settings.effective_node_id
         self.counts: Counter[tuple[str, str]] = Counter()  # (transport, outcome) -> requests
         self._http: aiohttp.ClientSession | None = None
+        # Requests on their way to each node, given up when the cluster declares it lost.
+        self._inflight: dict[str, set[asyncio.Future[tuple[int, bytes, str]]]] = {}
 
     async def start(self) -> None:
         # No total timeout: a forwarded REPL lasts as long as its execution (wall_ms may be 0).
@@ -68,13 +71,22 @@ class Forwarder:
     async def _send(
         self, transport: str, remote: Remote, method: str, path_qs: str, body: bytes, request_id: str
     ) -> tuple[int, bytes, str]:
-        assert self._http is not None, "forwarder is not started"
-        headers = {**self._headers(request_id), "Content-Type": "application/json"}
+        """The owner's answer (status, body, content type), or NodeUnavailable."""
+        call = asyncio.ensure_future(self._request(remote, method, path_qs, body, request_id))
+        pending = self._inflight.setdefault(remote.node_id, set())
+        pending.add(call)
         try:
-            async with self._http.request(method, remote.url + path_qs, data=body, headers=headers) as resp:
-                data = await resp.read()
-                self.counts[(transport, "ok" if resp.status < 500 else "error")] += 1
-                return resp.status, data, resp.headers.get("Content-Type", "application/json")
+            answer = await call
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our own caller went away
+            self.counts[(transport, "unreachable")] += 1
+            raise errors.NodeUnavailable(
+                f"node {remote.node_id} holds this session and was declared lost while this "
+                "request was on its way there; its sessions are crashed",
+                node_id=remote.node_id,
+            ) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self.counts[(transport, "unreachable")] += 1
             reason = str(exc) or type(exc).__name__
@@ -84,6 +96,24 @@ class Forwarder:
                 "try again, or wait until the cluster declares it lost",
                 node_id=remote.node_id,
             ) from None
+        finally:
+            pending.discard(call)
+        self.counts[(transport, "ok" if answer[0] < 500 else "error")] += 1
+        return answer
+
+    async def _request(
+        self, remote: Remote, method: str, path_qs: str, body: bytes, request_id: str
+    ) -> tuple[int, bytes, str]:
+        assert self._http is not None, "forwarder is not started"
+        headers = {**self._headers(request_id), "Content-Type": "application/json"}
+        async with self._http.request(method, remote.url + path_qs, data=body, headers=headers) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
+
+    def node_down(self, node_id: str, status: str) -> None:
+        """The cluster declared ``node_id`` lost (or it stopped): stop waiting for its answers."""
+        if status == "lost":
+            for call in list(self._inflight.get(node_id, ())):
+                call.cancel()
 
     # -- REST ----------------------------------------------------------------------------
 

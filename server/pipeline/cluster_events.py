@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,6 +75,8 @@ class ClusterEvents:
         self._session_of: dict[str, str] = {}  # execution -> session, learnt from start notices
         self._queue: asyncio.Queue[list[n.Notice] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Told when a node is declared lost or stopped (the forwarder gives up on it).
+        self.on_node: Callable[[str, str], None] | None = None
         self.notices = 0  # notices from other nodes (metrics)
         self.rows_read = 0  # event rows read for subscribers (metrics)
 
@@ -175,6 +177,8 @@ class ClusterEvents:
                 self._session_of.pop(eid, None)
         elif isinstance(notice, n.SessionNotice):
             await self._session_changed(notice.session_id)
+        elif isinstance(notice, n.NodeNotice) and self.on_node is not None:
+            _call(self.on_node, notice.node_id, notice.status)
 
     async def _record_as_of(self, notice: n.ExecutionNotice) -> dict[str, Any] | None:
         """The execution's record as the notice describes it.

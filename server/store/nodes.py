@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from server.clock import now_iso
-from server.store import reconcile, schema
+from server.store import notices, reconcile, schema
 from server.store.store import Store
 
 _PG_NOW = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
@@ -76,7 +76,9 @@ class NodeStore:
             "max_sessions=excluded.max_sessions"
         )
         values = {"id": node_id, "url": url, "inc": incarnation, "version": version, "max": max_sessions}
-        await self.store.write(lambda c: c.execute(sql, {**values, **params}), operation="register this node")
+        await self.store.transaction(
+            lambda c: c.execute(sql, {**values, **params}), operation="register this node"
+        )
 
     async def heartbeat(self, *, node_id: str, incarnation: str) -> str:
         """Record that this node is alive. Returns ``up``, or what happened to it instead:
@@ -100,7 +102,7 @@ class NodeStore:
                 return "replaced"
             return str(row[0])
 
-        return await self.store.write(fn, operation="record this node's heartbeat")
+        return await self.store.transaction(fn, operation="record this node's heartbeat")
 
     async def rejoin(self, *, node_id: str, incarnation: str) -> list[Reaped]:
         """A node that was declared lost comes back: whatever of its own is still live in the
@@ -108,7 +110,7 @@ class NodeStore:
         now, params = self._now()
 
         def fn(conn: Connection) -> list[Reaped]:
-            reaped = self._reap_node(conn, node_id)
+            reaped = self._reap_node(conn, node_id, announce=False)
             conn.execute(
                 text(
                     f"UPDATE nodes SET status='up', heartbeat_at={now}, started_at={now} "
@@ -118,7 +120,7 @@ class NodeStore:
             )
             return [reaped]
 
-        return await self.store.write(fn, operation="register this node again")
+        return await self.store.transaction(fn, operation="register this node again")
 
     async def reap(self, *, me: str, timeout_s: float) -> list[Reaped]:
         """Declare lost every ``up`` node silent for ``timeout_s`` (PostgreSQL), and end its
@@ -136,9 +138,9 @@ class NodeStore:
             ).all()
             return [self._reap_node(conn, str(r[0])) for r in lost]
 
-        return await self.store.write(fn, operation="reap lost nodes")
+        return await self.store.transaction(fn, operation="reap lost nodes")
 
-    def _reap_node(self, conn: Connection, node_id: str) -> Reaped:
+    def _reap_node(self, conn: Connection, node_id: str, *, announce: bool = True) -> Reaped:
         now = now_iso()
         message = lost_message(node_id)
         where, params = "node_id=:node", {"node": node_id}
@@ -157,17 +159,21 @@ class NodeStore:
             conn, where=where, params=params, status="crashed", fields={"last_error": message}
         )
         entries = reconcile.change_entries(ended, crashed, events)
+        if announce:
+            entries.insert(0, notices.node_entry(node_id, "lost"))
         self.store.notify_in(conn, entries)
         return Reaped(node_id, len(crashed), len(ended), entries)
 
     async def mark_stopped(self, *, node_id: str, incarnation: str) -> None:
-        await self.store.write(
-            lambda c: c.execute(
+        def fn(conn: Connection) -> None:
+            done = conn.execute(
                 text("UPDATE nodes SET status='stopped' WHERE id=:id AND incarnation=:inc"),
                 {"id": node_id, "inc": incarnation},
-            ),
-            operation="mark this node stopped",
-        )
+            ).rowcount
+            if done:
+                self.store.notify_in(conn, [notices.node_entry(node_id, "stopped")])
+
+        await self.store.transaction(fn, operation="mark this node stopped")
 
     async def list_nodes(self) -> list[dict[str, Any]]:
         """Every node with the number of its live (starting or ready) sessions."""

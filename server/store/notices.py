@@ -6,7 +6,8 @@ the origin node's id, then entries separated by spaces, each a comma-separated r
 
 - ``e,<execution>,<first seq>,<last seq>,<first id>,<last id>``: events of an execution committed;
 - ``x,<execution>,<session or ->,<status>``: an execution started (``running``) or ended;
-- ``s,<session>``: a session's row changed (status, runtime facts).
+- ``s,<session>``: a session's row changed (status, runtime facts);
+- ``n,<node>,<status>``: a node was declared ``lost``, or ``stopped``.
 
 Ids are UUIDs and node ids have no spaces or commas, so the format needs no escaping. One
 commit's notices are split into payloads well under PostgreSQL's 8000-byte limit.
@@ -44,7 +45,13 @@ class SessionNotice:
     session_id: str
 
 
-Notice = EventsNotice | ExecutionNotice | SessionNotice
+@dataclass(frozen=True)
+class NodeNotice:
+    node_id: str
+    status: str
+
+
+Notice = EventsNotice | ExecutionNotice | SessionNotice | NodeNotice
 
 
 def events_entries(rows: Sequence[EventTuple]) -> list[str]:
@@ -61,6 +68,10 @@ def execution_entry(execution_id: str, session_id: str | None, status: str) -> s
 
 def session_entry(session_id: str) -> str:
     return f"s,{session_id}"
+
+
+def node_entry(node_id: str, status: str) -> str:
+    return f"n,{node_id},{status}"
 
 
 def batch_entries(events: Sequence[EventTuple], finalize: Iterable[dict[str, Any]]) -> list[str]:
@@ -97,6 +108,8 @@ def parse(payload: str) -> tuple[str, list[Notice]]:
                 notices.append(ExecutionNotice(parts[1], None if parts[2] == "-" else parts[2], parts[3]))
             elif parts[0] == "s" and len(parts) == 2:
                 notices.append(SessionNotice(parts[1]))
+            elif parts[0] == "n" and len(parts) == 3:
+                notices.append(NodeNotice(parts[1], parts[2]))
         except ValueError:
             continue
     return origin, notices

@@ -97,6 +97,8 @@ class Store:
         self._engine: Engine | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        # PostgreSQL: the cluster's own statements (heartbeats, reaping) beside the event writer.
+        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-control")
         self._writer_conn: Connection | None = None
         # Serialises use of the writer connection between the writer thread and inline writes.
         self._write_lock = threading.Lock()
@@ -186,6 +188,7 @@ class Store:
         finally:
             self._writer.shutdown(wait=True)
             self._readers.shutdown(wait=True)
+            self._control.shutdown(wait=True)
 
     async def ping(self) -> bool:
         try:
@@ -350,6 +353,21 @@ class Store:
     async def write(self, fn: Callable[[Connection], T], *, operation: str) -> T:
         """Run ``fn(conn)`` in one transaction on the writer thread."""
         return await self._run_write(self._tx(fn), operation)
+
+    async def transaction(self, fn: Callable[[Connection], T], *, operation: str) -> T:
+        """``fn(conn)`` in one transaction of its own. On PostgreSQL it runs on a pooled
+        connection beside the writer, so that a heartbeat never waits behind an event batch; on
+        SQLite on the writer (one writer per file)."""
+        if self.is_sqlite:
+            return await self.write(fn, operation=operation)
+
+        def run() -> T:
+            assert self._engine is not None, "store is not open"
+            with self._engine.begin() as conn:
+                return fn(conn)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._control, self._guard, run, operation, False)
 
     async def read(self, fn: Callable[[Connection], T], *, operation: str) -> T:
         return await self._run_read(fn, operation)
