@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import RESULTS_DIR, ROOT, environment, format_table  # noqa: E402
 
-PROGRAMS = ["repl_roundtrip", "streaming", "isolation", "sessions", "concurrency"]
+PROGRAMS = ["repl_roundtrip", "streaming", "isolation", "sessions", "concurrency", "cluster"]
 TIMEOUT_S = 150  # per program; the whole suite is sized for about 2-3 minutes
 
 
