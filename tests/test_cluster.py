@@ -433,6 +433,28 @@ def test_a_restart_leaves_other_nodes_sessions_alone(cluster: Nodes, worktree: P
     close_all(a)
 
 
+def test_a_second_process_with_a_nodes_id_takes_it_over(cluster: Nodes, worktree: Path) -> None:
+    a, b = cluster["a"], cluster["b"]
+    old = a.session(a.template()["id"], worktree)
+    usurper = Node("node-a", a.db, a.tmp, max_sessions=3)  # same id, another port
+    usurper.start()
+    try:
+        usurper.wait_ready()
+        # The first process sees its id taken at its next heartbeat, and stops (as on SIGTERM).
+        assert a.proc is not None and a.proc.wait(timeout=WAIT) == 0, a.log()[-3000:]
+        assert "another process has registered node id node-a" in a.log()
+        listed = b.nodes()["node-a"]
+        assert listed["status"] == "up" and listed["url"] == usurper.url
+        # The newcomer reconciled the id's rows at its start; it serves the id from now on.
+        assert b.get_session(old["id"])["status"] == "closed"
+        fresh = usurper.session(usurper.template()["id"], worktree)
+        assert b.value(fresh["id"], "1 + 1") == 2
+    finally:
+        usurper.stop()
+    a.start()
+    a.wait_ready()
+
+
 # ---------------------------------------------------------------------------- one node on SQLite
 
 
