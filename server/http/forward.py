@@ -20,6 +20,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -146,6 +147,15 @@ class Forwarder:
 
     # -- WebSocket messages ----------------------------------------------------------------
 
+    async def session_peer(self, session_id: str) -> Peer | None:
+        """The node to send a message about this session to (None: answer here)."""
+        remote = await self.directory.session_owner(session_id)
+        return None if remote is None else Peer(self, remote)
+
+    async def execution_peer(self, execution_id: str) -> Peer | None:
+        remote = await self.directory.execution_owner(execution_id)
+        return None if remote is None else Peer(self, remote)
+
     async def call(self, remote: Remote, method: str, path: str, body: dict[str, Any] | None) -> Any:
         """A REST call on ``remote`` for a WebSocket message: the answer, or its error raised."""
         request_id = str(uuid.uuid4())
@@ -180,6 +190,22 @@ class Forwarder:
             if on_queued is not None:
                 on_queued()
         return await self.call(remote, "POST", path, fields)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The node a WebSocket message is about, and the REST calls that stand for the message."""
+
+    forwarder: Forwarder
+    remote: Remote
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        return await self.forwarder.call(self.remote, method, path, body)
+
+    async def start_execution(
+        self, path: str, body: BaseModel, on_queued: Callable[[], None] | None
+    ) -> dict[str, Any]:
+        return await self.forwarder.start_execution(self.remote, path, body, on_queued)
 
 
 def forwarding(handler: Handler, how: str) -> Handler:

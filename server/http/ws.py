@@ -21,11 +21,10 @@ from aiohttp import WSMsgType, web
 
 from server import errors
 from server.config import Settings
-from server.core.directory import Remote
 from server.core.params import message_cursor, message_str, parse_uuid
 from server.core.schemas import CompleteRequest, ReplRequest, RunFileRequest
 from server.http.decode import validate_fields
-from server.http.forward import FORWARDER, Forwarder
+from server.http.forward import FORWARDER, Forwarder, Peer
 from server.http.keys import SERVICES
 from server.http.rest import EXTRA_ROUTES
 from server.pipeline.feeds import ExecutionFeed, Feed, SessionFeed
@@ -254,18 +253,15 @@ class Connection:
         feed.close()
         self.reply(msg_id, {"type": "unsubscribed", "subscription": feed.id})
 
-    async def _owner(self, session_id: str) -> Remote | None:
-        """The node holding this session when it is not this one (a cluster)."""
-        if self.forwarder is None:
-            return None
-        return await self.forwarder.directory.session_owner(session_id)
+    async def _session_peer(self, session_id: str) -> Peer | None:
+        """The node holding this session, when it is not this one (a cluster)."""
+        return None if self.forwarder is None else await self.forwarder.session_peer(session_id)
 
     async def execute(self, msg_id: Any, msg: dict[str, Any]) -> None:
         body = validate_fields(_body_of(msg, ("session_id", "input", "timers", "queue")), ReplRequest)
         on_queued = self._queued(msg_id, body.session_id)
-        remote = await self._owner(body.session_id)
-        if remote is not None and self.forwarder is not None:
-            execution = await self.forwarder.start_execution(remote, REPL_PATH, body, on_queued)
+        if (peer := await self._session_peer(body.session_id)) is not None:
+            execution = await peer.start_execution(REPL_PATH, body, on_queued)
         else:
             execution = (await self.services.executions.repl(body, on_queued=on_queued)).execution
         await self._accepted(msg_id, execution)
@@ -274,9 +270,8 @@ class Connection:
         keys = ("session_id", "path", "args", "env", "queue")
         body = validate_fields(_body_of(msg, keys), RunFileRequest)
         on_queued = self._queued(msg_id, body.session_id)
-        remote = await self._owner(body.session_id)
-        if remote is not None and self.forwarder is not None:
-            execution = await self.forwarder.start_execution(remote, RUN_FILE_PATH, body, on_queued)
+        if (peer := await self._session_peer(body.session_id)) is not None:
+            execution = await peer.start_execution(RUN_FILE_PATH, body, on_queued)
         else:
             execution = (await self.services.executions.run_file(body, on_queued=on_queued)).execution
         await self._accepted(msg_id, execution)
@@ -288,10 +283,9 @@ class Connection:
     async def complete(self, msg_id: Any, msg: dict[str, Any]) -> None:
         body = validate_fields({k: msg[k] for k in ("input", "cursor") if k in msg}, CompleteRequest)
         session_id = message_str(msg, "session_id")
-        remote = await self._owner(session_id)
-        if remote is not None and self.forwarder is not None:
+        if (peer := await self._session_peer(session_id)) is not None:
             path = f"/api/v1/sessions/{session_id.strip()}/complete"
-            found = await self.forwarder.call(remote, "POST", path, body.model_dump(exclude_none=True))
+            found = await peer.call("POST", path, body.model_dump(exclude_none=True))
         else:
             found = await self.services.sessions.complete(session_id, body.input, body.cursor)
         self.reply(msg_id, {"type": "completions", **found})
@@ -302,12 +296,9 @@ class Connection:
 
     async def cancel(self, msg_id: Any, msg: dict[str, Any]) -> None:
         execution_id = message_str(msg, "execution_id")
-        remote = None
-        if self.forwarder is not None:
-            remote = await self.forwarder.directory.execution_owner(execution_id)
-        if remote is not None and self.forwarder is not None:
-            path = f"/api/v1/executions/{execution_id.strip()}/cancel"
-            execution = await self.forwarder.call(remote, "POST", path, None)
+        peer = None if self.forwarder is None else await self.forwarder.execution_peer(execution_id)
+        if peer is not None:
+            execution = await peer.call("POST", f"/api/v1/executions/{execution_id.strip()}/cancel", None)
         else:
             execution = await self.services.executions.cancel(execution_id)
         self.reply(msg_id, {"type": "cancelled", "execution": execution})
