@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from server.clock import now_iso
+from server.errors import StoreError
 from server.events import EventBatch, EventTuple
 from server.pipeline.ids import MAX_ALLOCATION
 from server.pipeline.writer import EventWriter
@@ -50,7 +51,11 @@ class Recorder:
             for i in range(0, n, MAX_ALLOCATION):
                 self.on_batch(batch[i : i + MAX_ALLOCATION])
             return
-        base = self.writer.allocate(n)
+        try:
+            base = self.writer.allocate(n)
+        except StoreError:  # no id to be had (PostgreSQL unreachable): as a failed write
+            self._fail()
+            return
         seq0 = self.seq + 1
         self.seq += n
         eid = self.execution_id
@@ -79,6 +84,10 @@ class Recorder:
             self.kept.extend(rows)
 
     def _check(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is not None and not self.failed:
+        if not fut.cancelled() and fut.exception() is not None:
+            self._fail()
+
+    def _fail(self) -> None:
+        if not self.failed:
             self.failed = True
             self._on_failure()
