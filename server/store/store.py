@@ -304,14 +304,24 @@ class Store:
         transaction open on this connection between calls, so the two never interleave.
         """
 
+        pipelined = not self.is_sqlite
+
         def run() -> T:
             conn = self._wc()
             dbapi = conn.connection.dbapi_connection  # reconnects after an invalidation
             assert dbapi is not None
             cur = dbapi.cursor()
             try:
-                out = fn(cur)
-                dbapi.commit()
+                if pipelined:
+                    # PostgreSQL: the statements, the change notices and the commit go out
+                    # together and their answers come back together (psycopg's pipeline mode):
+                    # one round trip per transaction instead of one per statement.
+                    with dbapi.pipeline():
+                        out = fn(cur)
+                        dbapi.commit()
+                else:
+                    out = fn(cur)
+                    dbapi.commit()
                 return out
             except BaseException as exc:
                 with contextlib.suppress(Exception):
