@@ -136,6 +136,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoint
             await writer.flush()
+            await writer.ids.close()
             await nodes.stop()  # "stopped" once its sessions are closed
 
     app.cleanup_ctx.extend([store_ctx, runtime_ctx, services_ctx])

@@ -12,6 +12,7 @@ stops are never used: ids have gaps, never repeats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Protocol
 
@@ -24,6 +25,9 @@ class IdSource(Protocol):
     def allocate(self, n: int) -> int:
         """Reserve ``n`` (at most MAX_ALLOCATION) consecutive event ids; returns the first."""
 
+    async def close(self) -> None:
+        """Stop whatever runs in the background (the server is stopping)."""
+
 
 class CounterIds:
     """One server's counter (SQLite)."""
@@ -35,6 +39,9 @@ class CounterIds:
         base = self._next
         self._next += n
         return base
+
+    async def close(self) -> None:
+        return None
 
 
 class BlockSource(Protocol):
@@ -79,6 +86,13 @@ class BlockIds:
         if self._ahead is None and self._fetching is None and self._end - self._next < self.size // 2:
             self._fetching = asyncio.get_running_loop().create_task(self._fetch_ahead())
         return base
+
+    async def close(self) -> None:
+        task, self._fetching = self._fetching, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _take(self, first: int) -> None:
         self._next, self._end = first, first + self.size
