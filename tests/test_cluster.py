@@ -172,6 +172,12 @@ async def test_websocket_messages_about_another_nodes_session(cluster: Nodes, wo
         assert ws.events(sub)[-1]["payload"].get("json") == 42, ws.messages
         assert ws.of(sub, "execution")[-1]["execution"]["status"] == "ok"
 
+        # Told of the end by this node, the client may go on at once: the session is free.
+        for i in range(20):
+            again = await ws.request(type="execute", session_id=s["id"], input=f"x + {i}")
+            assert again["type"] == "accepted", again
+            await ws.completed(again["subscription"])
+
         ran = await ws.request(type="run_file", session_id=s["id"], path="main.js")
         await ws.completed(ran["subscription"])
         assert ws.events(ran["subscription"])[-1]["payload"]["json"] == 80

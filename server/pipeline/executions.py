@@ -268,6 +268,10 @@ class ExecutionPipeline:
                 live.running = outer  # it is over: new requests now wait for the recovery
                 recovery = await self._recover(live, result.code or "WORKER_CRASHED")
             ending = self._ending(result, limits, rec, recovery)
+            # Its end is decided; only the commit is left. A request that comes now (a client
+            # told of the end by another node, which hears of the commit before this loop does)
+            # waits for the session, as during a rebuild, instead of finding it busy.
+            live.running = outer
             metrics = {
                 "wall_ms": round((time.monotonic() - started) * 1000, 3),
                 "cpu_ms": result.cpu_ms,
