@@ -32,6 +32,7 @@ PROGRAMS = [
     "concurrency",
     "snapshots",
     "wal",
+    "cluster",
 ]
 TIMEOUT_S = 150  # per program; the whole suite is sized for about 2-3 minutes
 

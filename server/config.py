@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -12,6 +14,10 @@ from typing import Any
 
 DEFAULT_LISTEN = "127.0.0.1:3210"
 DEFAULT_DB = "vm-system.db"
+DEFAULT_NODE_TIMEOUT_S = 10.0
+HEARTBEAT_EVERY_S = 2.0
+# Node ids travel in NOTIFY payloads (space- and comma-separated) and in messages.
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,62}")
 
 
 class ConfigError(ValueError):
@@ -43,6 +49,28 @@ def normalize_db_url(value: str) -> str:
     if "://" in value:
         return value
     return "sqlite:///" + str(Path(value).expanduser().resolve())
+
+
+def default_node_id(host_name: str, port: int) -> str:
+    """A stable id from the host name and the port (the same node keeps it across restarts)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", host_name).strip("-.") or "node"
+    return f"{name[:56]}:{port}"
+
+
+def check_node_id(value: str) -> str:
+    if not _NODE_ID.fullmatch(value):
+        raise ConfigError(
+            f"node id must be 1-63 letters, digits, '.', '_', ':' or '-', starting with a letter "
+            f"or digit: {value!r}"
+        )
+    return value
+
+
+def check_url(value: str) -> str:
+    url = value.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/?#]+", url):
+        raise ConfigError(f"advertise URL must look like http://HOST:PORT (no path): {value!r}")
+    return url
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -98,6 +126,10 @@ class Settings:
     # Security policy (API.md §13): native modules templates may enable; where worktrees may be.
     allow_modules: tuple[str, ...] = ("fs", "database")
     worktree_roots: tuple[Path, ...] = ()
+    # Cluster (API.md §14): who this node is, where the others reach it, when a silent one is lost.
+    node_id: str | None = None  # None: default_node_id(host name, port); see effective_node_id
+    advertise_url: str | None = None  # None: the listen URL; see effective_advertise_url
+    node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S
 
     @property
     def host(self) -> str:
@@ -110,6 +142,24 @@ class Settings:
     @property
     def listens_on_loopback(self) -> bool:
         return is_loopback_name(self.host)
+
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or default_node_id(socket.gethostname(), self.port)
+
+    @property
+    def effective_advertise_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()  # a wildcard is not an address another node can dial
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Every 2 s, or more often when the node timeout is short (at least 3 beats per timeout)."""
+        return min(HEARTBEAT_EVERY_S, self.node_timeout_s / 4)
 
     def with_generated_token(self) -> Settings:
         """A random token when listening beyond loopback without one (unless ``no_token``)."""
@@ -144,6 +194,9 @@ class Settings:
             "VM_SYSTEM_WS_QUEUE_BYTES": ("ws_queue_bytes", int),
             "VM_SYSTEM_ALLOW_MODULES": ("allow_modules", parse_modules),
             "VM_SYSTEM_WORKTREE_ROOTS": ("worktree_roots", lambda v: parse_roots(v.split(os.pathsep))),
+            "VM_SYSTEM_NODE_ID": ("node_id", check_node_id),
+            "VM_SYSTEM_ADVERTISE_URL": ("advertise_url", check_url),
+            "VM_SYSTEM_NODE_TIMEOUT": ("node_timeout_s", float),
         }
         for var, (name, conv) in mapping.items():
             raw = env.get(var)
@@ -165,6 +218,10 @@ class Settings:
                 value = parse_modules(value) if isinstance(value, str) else tuple(value)
             elif name == "worktree_roots":
                 value = parse_roots([value] if isinstance(value, str) else value)
+            elif name == "node_id":
+                value = check_node_id(value)
+            elif name == "advertise_url":
+                value = check_url(value)
             values[name] = value
         settings = replace(cls(), **values)
         settings.validate()
@@ -184,3 +241,5 @@ class Settings:
             raise ConfigError("header timeout must be positive")
         if self.idle_timeout_s < 0:
             raise ConfigError("idle timeout must be zero or positive (0 disables it)")
+        if not 0.5 <= self.node_timeout_s <= 3600:
+            raise ConfigError("node timeout must be between 0.5 and 3600 seconds")

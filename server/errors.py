@@ -125,8 +125,24 @@ class TooManyConnections(DomainError):
     code, status = "TOO_MANY_CONNECTIONS", 503
 
 
+class NodeUnavailable(DomainError):
+    """The node that holds a session cannot be reached (a cluster, API.md §14)."""
+
+    code, status = "NODE_UNAVAILABLE", 503
+
+
 class Internal(DomainError):
     code, status = "INTERNAL", 500
+
+
+class Forwarded(DomainError):
+    """An error another node answered (a forwarded request), passed on as it came."""
+
+    def __init__(self, status: int, error: dict[str, Any]) -> None:
+        details = error.get("details")
+        super().__init__(str(error.get("message", "")), **(details if isinstance(details, dict) else {}))
+        self.status = status
+        self.code = str(error.get("code", "INTERNAL"))
 
 
 class StoreError(Internal):

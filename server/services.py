@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 from server.config import Settings
 from server.core.executions import ExecutionService
+from server.core.nodes import NodeService
 from server.core.sessions import SessionService
 from server.core.templates import TemplateService
 from server.pipeline.bus import EventBus
+from server.pipeline.cluster_events import ClusterEvents
 from server.pipeline.feeds import FeedSource
+from server.runtime.supervisor import WorkerPool
 from server.store.store import Store
 
 
@@ -22,3 +25,6 @@ class Services:
     sessions: SessionService
     executions: ExecutionService
     feeds: FeedSource
+    nodes: NodeService
+    pool: WorkerPool
+    events: ClusterEvents | None = None  # the other nodes' live events (a cluster)

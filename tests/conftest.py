@@ -39,13 +39,18 @@ def pg_available() -> bool:
         return False
 
 
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+def require_pg() -> None:
+    """Skip the test when PostgreSQL is not reachable (fail in CI, where it must be)."""
     if not pg_available():
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI but not reachable at {PG_URL}")
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    require_pg()
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"

@@ -20,6 +20,7 @@ SESSION_KEYS = {
     "closed_at",
     "last_error",
     "runtime_meta",
+    "node_id",
 }
 
 
@@ -59,6 +60,8 @@ async def test_create_session_shape(client, api, worktree):
 
     assert await get_json(client, f"/api/v1/sessions/{s['id']}") == s
     assert await active_ids(client) == [s["id"]]
+    # The node that holds it (the only one, on SQLite) is named, as runtime/summary names itself.
+    assert s["node_id"] == (await get_json(client, "/api/v1/runtime/summary"))["node_id"]
 
 
 async def test_startup_files_run_in_order_and_state_persists(client, api, worktree):

@@ -37,7 +37,7 @@ async def test_exec_is_off_unless_the_operator_lists_it(client, api):
     assert await get_json(client, f"/api/v1/templates/{tpl['id']}/modules") == ["fs", "database"]
 
 
-async def test_a_narrower_policy_refuses_a_default_module(aiohttp_client, settings, api):
+async def test_a_narrower_policy_refuses_a_default_module(aiohttp_client, settings):
     client = await aiohttp_client(create_app(dataclasses.replace(settings, allow_modules=("fs",))))
     tpl = await (await client.post("/api/v1/templates", json={"name": "narrow"})).json()
     await expect_error(await add_module(client, tpl["id"], "database"), 422, "MODULE_NOT_ALLOWED")

@@ -63,8 +63,9 @@ async def test_allowed_hosts_and_non_loopback_listeners(aiohttp_client, settings
     assert (await named.get("/api/v1/health", headers={"Host": "vm.internal:3210"})).status == 200
     assert (await named.get("/api/v1/health", headers={"Host": "other.internal"})).status == 403
     # Beyond loopback any Host is answered: the token is what protects that server.
+    own_db = settings.db_url.replace("vm.db", "vm-wide.db")  # one server per SQLite file
     wide = await aiohttp_client(
-        create_app(dataclasses.replace(settings, listen="0.0.0.0:3210", token=SECRET))
+        create_app(dataclasses.replace(settings, listen="0.0.0.0:3210", token=SECRET, db_url=own_db))
     )
     r = await wide.get("/api/v1/templates", headers={"Host": "anything.example"})
     await expect_error(r, 401, "UNAUTHORIZED")

@@ -100,6 +100,7 @@ def session_row(vm_id: str, *, status: str = "ready", at: int = 1) -> dict[str, 
         "closed_at": None,
         "last_error": None,
         "runtime_meta": {"template_name": "t", "worker_pid": 123, "resets": 0},
+        "node_id": "node-a",
     }
 
 
@@ -608,3 +609,63 @@ async def test_http_flow_on_postgresql(aiohttp_client: Any, pg_schema_url: str, 
     assert stored["started_at"] == body["started_at"] and stored["ended_at"] == body["ended_at"]
     r = await client.get("/api/v1/health")
     assert r.status == 200
+
+
+# ---------------------------------------------------------------------------- cluster schema
+
+
+async def test_a_version_1_database_is_migrated_in_place(db_url: str) -> None:
+    async with open_store(db_url) as first:
+        sess = await make_session(first)
+        ex = await make_execution(first, sess["id"])
+        await first.write_batch(events=events(ex["id"], sess["id"], 1, range(1, 4)))
+
+        # Back to what a version-1 server wrote: no nodes, no node_id, no id sequence.
+        def downgrade(conn: Any) -> None:
+            conn.execute(text("DROP INDEX ix_sessions_node_status"))
+            conn.execute(text("ALTER TABLE sessions DROP COLUMN node_id"))
+            conn.execute(text("DROP TABLE nodes"))
+            if not first.is_sqlite:
+                conn.execute(text("DROP SEQUENCE vm_event_ids"))
+            conn.execute(text("UPDATE vm_meta SET value='1' WHERE key='schema_version'"))
+
+        await first.write(downgrade, operation="downgrade")
+
+    for _ in range(2):  # and a second open finds nothing left to do
+        async with open_store(db_url) as st:
+            version = await st.read(
+                lambda c: c.execute(text("SELECT value FROM vm_meta WHERE key='schema_version'")).scalar(),
+                operation="version",
+            )
+            assert version == str(SCHEMA_VERSION) == "2"
+            kept = await st.get_session(session_id=sess["id"])
+            assert kept is not None and kept["node_id"] is None  # written before clusters
+            assert {k: v for k, v in kept.items() if k != "node_id"} == {
+                k: v for k, v in sess.items() if k != "node_id"
+            }
+            assert await count(st, "nodes") == 0
+            if not st.is_sqlite:
+                # Event ids continue past the stored ones, in blocks.
+                first_id = await st.next_id_block()
+                assert first_id >= 4 and st.id_block == 1000
+                assert await st.next_id_block() == first_id + 1000
+
+
+async def test_reconciling_a_node_leaves_other_nodes_rows_alone(store: Store) -> None:
+    mine, theirs, old = [await make_session(store) for _ in range(3)]
+    for row, node in ((mine, "node-a"), (theirs, "node-b"), (old, None)):
+        await store.write(
+            lambda c, r=row, n=node: c.execute(
+                text("UPDATE sessions SET node_id=:n WHERE id=:id"), {"n": n, "id": r["id"]}
+            ),
+            operation="place",
+        )
+    running = {row["id"]: await make_execution(store, row["id"]) for row in (mine, theirs, old)}
+
+    assert await store.reconcile_on_startup(now=ts(50), node_id="node-a") == (2, 2)
+    for row in (mine, old):  # its own, and those written before clusters (no node)
+        assert (await store.get_session(session_id=row["id"]))["status"] == "closed"
+        ended = await store.get_execution(execution_id=running[row["id"]]["id"])
+        assert ended["status"] == "error" and ended["error"]["code"] == "INTERRUPTED"
+    assert (await store.get_session(session_id=theirs["id"]))["status"] == "ready"
+    assert (await store.get_execution(execution_id=running[theirs["id"]]["id"]))["status"] == "running"

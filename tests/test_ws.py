@@ -278,7 +278,11 @@ async def test_foreign_origin_is_refused(api, aiohttp_client, settings):
     host = f"http://{api.client.host}:{api.client.port}"
     ws = await api.client.ws_connect("/api/v1/ws", headers={"Origin": host})
     await ws.close()
-    other = await aiohttp_client(create_app(replace(settings, allowed_origins=("http://ok.example",))))
+    # A second server needs a database of its own (one server per SQLite file).
+    own_db = settings.db_url.replace("vm.db", "vm-origins.db")
+    other = await aiohttp_client(
+        create_app(replace(settings, allowed_origins=("http://ok.example",), db_url=own_db))
+    )
     ws = await other.ws_connect("/api/v1/ws", headers={"Origin": "http://ok.example"})
     await ws.close()
 

@@ -82,6 +82,9 @@ def main() -> None:
     default=None,
     help="Keep a forked checkpoint per session: rollback, fork and completion (default on).",
 )
+@click.option("--node-id", help="This node's id in a cluster (default: host name and port).")
+@click.option("--advertise-url", help="URL the other nodes reach this one at (default: the listen URL).")
+@click.option("--node-timeout", type=float, help="Seconds without heartbeat before a node is lost (10).")
 @pass_state
 def serve(
     state: CliState,
@@ -100,6 +103,9 @@ def serve(
     allow_modules: str | None,
     worktree_root: tuple[str, ...],
     checkpoints: bool | None,
+    node_id: str | None,
+    advertise_url: str | None,
+    node_timeout: float | None,
 ) -> None:
     """Run the API server."""
     from server.config import ConfigError, Settings
@@ -123,6 +129,9 @@ def serve(
             allow_modules=allow_modules,
             worktree_roots=worktree_root or None,
             checkpoints=checkpoints,
+            node_id=node_id,
+            advertise_url=advertise_url,
+            node_timeout_s=node_timeout,
         )
         from server.app import run_server
 

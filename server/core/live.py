@@ -48,6 +48,9 @@ class SessionContext:
     policy: Policy
     registry: dict[str, LiveSession] = field(default_factory=dict)
     background_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Counted for the metrics endpoint: sessions continued from their checkpoint, rebuilt.
+    rollbacks: int = 0
+    resets: int = 0
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -199,6 +202,7 @@ class LiveSession(BackgroundListener):
         if stuck is not None:
             clear_background = True
         if ckpt is not None and ckpt.usable and await self._promote(ckpt, clear_background):
+            self.ctx.rollbacks += 1
             await self._save_meta(rollbacks=self.meta.get("rollbacks", 0) + 1, worker_pid=self.worker_pid)
             log.info("session %s rolled back to its checkpoint after %s", self.id, reason)
             recovery = Recovery("rolled_back", lost)
@@ -248,6 +252,7 @@ class LiveSession(BackgroundListener):
         except errors.DomainError as exc:
             await self.crash(f"runtime reset after {reason} failed: {exc.message}")
             return "crashed"
+        self.ctx.resets += 1
         await self._save_meta(resets=self.meta.get("resets", 0) + 1, worker_pid=self.worker_pid)
         log.info("session %s runtime reset after %s", self.id, reason)
         return "reset"

@@ -213,6 +213,17 @@ class SessionOut(BaseModel):
     closed_at: str | None = None
     last_error: str | None = None
     runtime_meta: dict[str, Any]
+    node_id: str | None = None  # the node holding it (null: created before clusters)
+
+
+class NodeOut(BaseModel):
+    id: str
+    url: str
+    status: Literal["up", "lost", "stopped"]
+    started_at: str
+    heartbeat_at: str
+    sessions: int
+    version: str
 
 
 class EventOut(BaseModel):
@@ -289,6 +300,7 @@ class SandboxOut(BaseModel):
 
 
 class RuntimeSummary(BaseModel):
+    node_id: str
     active_sessions: int
     active_session_ids: list[str]
     running_executions: int

@@ -5,6 +5,7 @@ fork, close, completion, expiry, shutdown). Each session's runtime is owned by i
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -61,6 +62,7 @@ class SessionService:
             policy=policy,
         )
         self.live = self.ctx.registry
+        self.node_id = settings.effective_node_id  # every session this node creates is its own
         self._reaper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ queries
@@ -102,6 +104,7 @@ class SessionService:
     def summary(self) -> dict[str, Any]:
         active = sorted(sid for sid, s in self.live.items() if s.row["status"] in ("starting", "ready"))
         return {
+            "node_id": self.node_id,
             "active_sessions": len(active),
             "active_session_ids": active,
             "running_executions": len(self.pipeline.running) + len(self.pipeline.backgrounds),
@@ -151,6 +154,7 @@ class SessionService:
             "created_at": now_iso(),
             "closed_at": None,
             "last_error": None,
+            "node_id": self.node_id,
             "runtime_meta": {
                 "template_name": tpl["name"],
                 "engine": tpl["engine"],
@@ -215,6 +219,7 @@ class SessionService:
             "created_at": now_iso(),
             "closed_at": None,
             "last_error": None,
+            "node_id": self.node_id,
             "runtime_meta": {**parent.meta, "worker_pid": None, "resets": 0, "rollbacks": 0},
         }
         config = {"worktree": worktree, "mem_mb": parent.limits.get("mem_mb") or 0}
@@ -318,6 +323,22 @@ class SessionService:
                         )
                     except errors.DomainError:
                         log.exception("idle close of session %s failed", live.id)
+
+    def abandon(self) -> builtins.list[LiveSession]:
+        """Give up every live session without writing anything: this node has lost them (the
+        cluster declared it lost, or another process took its id). The caller settles the rows,
+        then ends the workers with ``drop``."""
+        dropped = list(self.live.values())
+        for live in dropped:
+            live.closing = True  # a run killed now ends without a rollback or a rebuild
+        self.live.clear()
+        return dropped
+
+    @staticmethod
+    async def drop(dropped: builtins.list[LiveSession]) -> None:
+        for live in dropped:
+            live.kill()
+            await live.end_background("INTERRUPTED")
 
     async def shutdown(self) -> None:
         log.info(

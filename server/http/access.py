@@ -6,8 +6,8 @@
 - A request carrying an ``Origin`` that is not the server's own (or one of
   ``--allowed-origins``) is refused: cross-site form posts, ``fetch`` and WebSockets alike.
   On loopback the ``Host`` it is compared with has already been checked.
-- With a token, every API request except ``/health`` must carry it: ``Authorization: Bearer``,
-  ``?token=``, or the cookie the UI gets on its first ``?token=`` visit.
+- With a token, every API request except ``/health``, and ``/metrics``, must carry it:
+  ``Authorization: Bearer``, ``?token=``, or the cookie the UI gets on its first ``?token=`` visit.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from server.config import Settings, is_loopback_name
 
 API_PREFIX = "/api/v1"
 HEALTH = f"{API_PREFIX}/health"
+METRICS = "/metrics"  # Prometheus: outside the API, behind the same token
 _TOKEN_IN_QUERY = re.compile(r"(?i)((?:^|[?&])token=)[^&#]*")
 
 # The UI is plain ES modules from /static and inline styles injected by its editor; nothing
@@ -111,7 +112,7 @@ def check_request(request: web.Request, settings: Settings) -> None:
     if token is None:
         return
     path = request.path
-    if path.startswith(API_PREFIX + "/") or path == API_PREFIX:
+    if path.startswith(API_PREFIX + "/") or path in (API_PREFIX, METRICS):
         if path != HEALTH and not _token_ok(_supplied_token(request, settings), token):
             raise errors.Unauthorized(
                 "missing or wrong API token; send 'Authorization: Bearer <token>', or open the "

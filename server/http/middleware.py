@@ -14,9 +14,9 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from server import errors
 from server.config import Settings
-from server.core.params import printable
+from server.core.params import is_uuid, printable
 from server.http.access import API_PREFIX, check_request, mask_token
-from server.http.keys import ALLOW_BY_PATH, MAX_BODY
+from server.http.keys import ALLOW_BY_PATH, FORWARDED_BY, MAX_BODY
 from server.logs import ACCESS_LOGGER
 
 log = logging.getLogger("vm_system.http")
@@ -59,7 +59,7 @@ def error_response(exc: errors.DomainError, headers: dict[str, str] | None = Non
 def make_middlewares(settings: Settings) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
     @web.middleware
     async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = str(uuid.uuid4())
+        request_id = _forwarded_request_id(request) or str(uuid.uuid4())
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
         is_api = request.path.startswith(API_PREFIX)
@@ -87,6 +87,14 @@ def make_middlewares(settings: Settings) -> list[Callable[..., Awaitable[web.Str
         return response
 
     return [request_context]
+
+
+def _forwarded_request_id(request: web.Request) -> str | None:
+    """A request another node forwarded keeps its id (one id, one request, across nodes)."""
+    if FORWARDED_BY not in request.headers:
+        return None
+    given = request.headers.get("X-Request-Id", "")
+    return str(uuid.UUID(given)) if is_uuid(given) else None
 
 
 def _log_request(request: web.Request, status: int, started: float, request_id: str) -> None:

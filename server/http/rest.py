@@ -17,6 +17,7 @@ from server.core.params import MAX_CURSOR, parse_uuid
 from server.core.sessions import SESSION_STATUSES
 from server.events import events_array
 from server.http.decode import decode_body
+from server.http.forward import forwarding
 from server.http.keys import ALLOW_BY_PATH, SERVICES
 from server.http.middleware import json_response
 from server.pipeline.executions import ExecOutcome
@@ -46,6 +47,9 @@ class Route:
     status: int = 200
     errors: tuple[str, ...] = ()
     query: tuple[Param, ...] = ()
+    # In a cluster, where the request is answered: None here; else a rule of http/forward.py
+    # ("session", "close", "execution", "body", "placement") finds the node that holds it.
+    forward: str | None = None
 
 
 def _svc(request: web.Request) -> Services:
@@ -71,6 +75,10 @@ async def health(request: web.Request) -> web.Response:
 async def runtime_summary(request: web.Request) -> web.Response:
     summary = _svc(request).sessions.summary()
     return json_response({**summary, "engine": "quickjs", "version": __version__})
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    return json_response(await _svc(request).nodes.list())
 
 
 async def list_modules(request: web.Request) -> web.Response:
@@ -266,6 +274,7 @@ _EXEC = (
     "SESSION_BUSY",
     "OUTPUT_LIMIT_EXCEEDED",
     "INTERNAL",
+    "NODE_UNAVAILABLE",
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -277,6 +286,7 @@ ROUTES: tuple[Route, ...] = (
         "Live sessions and executions",
         response=s.RuntimeSummary,
     ),
+    Route("GET", "/api/v1/nodes", list_nodes, "The nodes of the cluster", response=list[s.NodeOut]),
     Route("GET", "/api/v1/modules", list_modules, "Native-module catalog", response=list[s.ModuleOut]),
     Route("GET", "/api/v1/libraries", list_libraries, "Library catalog", response=list[s.LibraryOut]),
     Route(
@@ -453,7 +463,9 @@ ROUTES: tuple[Route, ...] = (
             "STARTUP_FAILED",
             "LIBRARY_UNAVAILABLE",
             "TOO_MANY_SESSIONS",
+            "NODE_UNAVAILABLE",
         ),
+        forward="placement",
     ),
     Route(
         "GET",
@@ -469,7 +481,8 @@ ROUTES: tuple[Route, ...] = (
         close_session,
         "Close a session (idempotent)",
         response=s.SessionOut,
-        errors=("VALIDATION_ERROR", "SESSION_NOT_FOUND"),
+        errors=("VALIDATION_ERROR", "SESSION_NOT_FOUND", "NODE_UNAVAILABLE"),
+        forward="close",
     ),
     Route(
         "POST",
@@ -485,7 +498,9 @@ ROUTES: tuple[Route, ...] = (
             "SESSION_NOT_READY",
             "INVALID_PATH",
             "TOO_MANY_SESSIONS",
+            "NODE_UNAVAILABLE",
         ),
+        forward="session",
     ),
     Route(
         "POST",
@@ -494,7 +509,8 @@ ROUTES: tuple[Route, ...] = (
         "Completions for the word at the cursor (never runs user code)",
         body=s.CompleteRequest,
         response=s.CompletionsOut,
-        errors=(*_BODY, "SESSION_NOT_FOUND", "SESSION_NOT_READY"),
+        errors=(*_BODY, "SESSION_NOT_FOUND", "SESSION_NOT_READY", "NODE_UNAVAILABLE"),
+        forward="session",
     ),
     Route(
         "DELETE",
@@ -502,7 +518,8 @@ ROUTES: tuple[Route, ...] = (
         close_session,
         "Alias of close",
         response=s.SessionOut,
-        errors=("VALIDATION_ERROR", "SESSION_NOT_FOUND"),
+        errors=("VALIDATION_ERROR", "SESSION_NOT_FOUND", "NODE_UNAVAILABLE"),
+        forward="close",
     ),
     Route(
         "GET",
@@ -525,6 +542,7 @@ ROUTES: tuple[Route, ...] = (
         response=s.ExecutionWithEvents,
         status=201,
         errors=_EXEC,
+        forward="body",
     ),
     Route(
         "POST",
@@ -535,6 +553,7 @@ ROUTES: tuple[Route, ...] = (
         response=s.ExecutionWithEvents,
         status=201,
         errors=(*_EXEC, "INVALID_PATH", "FILE_NOT_FOUND"),
+        forward="body",
     ),
     Route(
         "GET",
@@ -562,7 +581,8 @@ ROUTES: tuple[Route, ...] = (
         cancel_execution,
         "Cancel a running execution",
         response=s.ExecutionOut,
-        errors=("VALIDATION_ERROR", "EXECUTION_NOT_FOUND", "EXECUTION_NOT_RUNNING"),
+        errors=("VALIDATION_ERROR", "EXECUTION_NOT_FOUND", "EXECUTION_NOT_RUNNING", "NODE_UNAVAILABLE"),
+        forward="execution",
     ),
     Route("GET", "/api/v1/openapi.json", openapi, "This document", response=dict[str, Any]),
 )
@@ -573,7 +593,8 @@ def _router_path(path: str) -> str:
     return re.sub(r"{(\w+)}", r"{\1:[^/]+}", path)
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, cluster: bool = False) -> None:
+    """The route table on ``app``; in a ``cluster`` session-bound routes forward to their node."""
     # A 405 on a literal path lists that path's own methods, as OpenAPI matches literal paths
     # before templated ones (GET /executions/repl reaches the {execution_id} route, and 400s).
     allow: dict[str, set[str]] = {}
@@ -584,7 +605,10 @@ def add_routes(app: web.Application) -> None:
             )
     app[ALLOW_BY_PATH] = {path: frozenset(methods) for path, methods in allow.items()}
     for route in ROUTES:
+        handler = route.handler
+        if cluster and route.forward is not None:
+            handler = forwarding(handler, route.forward)
         if route.method == "GET":
-            app.router.add_get(_router_path(route.path), route.handler)  # HEAD too
+            app.router.add_get(_router_path(route.path), handler)  # HEAD too
         else:
-            app.router.add_route(route.method, _router_path(route.path), route.handler)
+            app.router.add_route(route.method, _router_path(route.path), handler)

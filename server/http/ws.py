@@ -24,6 +24,7 @@ from server.config import Settings
 from server.core.params import message_cursor, message_str, parse_uuid
 from server.core.schemas import CompleteRequest, ReplRequest, RunFileRequest
 from server.http.decode import validate_fields
+from server.http.forward import FORWARDER, Forwarder, Peer
 from server.http.frames import text_frames
 from server.http.keys import SERVICES
 from server.http.rest import EXTRA_ROUTES
@@ -32,10 +33,14 @@ from server.services import Services
 
 log = logging.getLogger(__name__)
 
+REPL_PATH = "/api/v1/executions/repl"
+RUN_FILE_PATH = "/api/v1/executions/run-file"
+
 CLOSE_TOO_SLOW = 4008
 _CLOSE_SLOW = b"\x00close"
 CLOSE_WAIT_S = 10.0
 HUB = web.AppKey("ws_hub", weakref.WeakSet)
+CONNECTIONS = web.AppKey("ws_connections", weakref.WeakSet)  # live Connection objects (metrics)
 
 
 class Outbox:
@@ -105,11 +110,13 @@ class Connection:
         ws: web.WebSocketResponse,
         services: Services,
         settings: Settings,
+        forwarder: Forwarder | None = None,
         transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
         self.transport = transport  # the request's, for frames written together
         self.services = services
+        self.forwarder = forwarder  # a cluster: messages about other nodes' sessions go there
         self.source = services.feeds
         self.outbox = Outbox(settings.ws_queue_bytes)
         self.feeds: dict[str, Feed] = {}
@@ -267,22 +274,30 @@ class Connection:
         feed.close()
         self.reply(msg_id, {"type": "unsubscribed", "subscription": feed.id})
 
+    async def _session_peer(self, session_id: str) -> Peer | None:
+        """The node holding this session, when it is not this one (a cluster)."""
+        return None if self.forwarder is None else await self.forwarder.session_peer(session_id)
+
     async def execute(self, msg_id: Any, msg: dict[str, Any]) -> None:
         body = validate_fields(_body_of(msg, ("session_id", "input", "timers", "queue")), ReplRequest)
+        on_queued = self._queued(msg_id, body.session_id)
+        if (peer := await self._session_peer(body.session_id)) is not None:
+            await self._accepted(msg_id, await peer.start_execution(REPL_PATH, body, on_queued))
+            return
         start = _FollowFromStart(self, msg_id)
-        outcome = await self.services.executions.repl(
-            body, on_queued=self._queued(msg_id, body.session_id), on_start=start
-        )
+        outcome = await self.services.executions.repl(body, on_queued=on_queued, on_start=start)
         if not start.attached:
             await self._accepted(msg_id, outcome.execution)
 
     async def run_file(self, msg_id: Any, msg: dict[str, Any]) -> None:
         keys = ("session_id", "path", "args", "env", "queue")
         body = validate_fields(_body_of(msg, keys), RunFileRequest)
+        on_queued = self._queued(msg_id, body.session_id)
+        if (peer := await self._session_peer(body.session_id)) is not None:
+            await self._accepted(msg_id, await peer.start_execution(RUN_FILE_PATH, body, on_queued))
+            return
         start = _FollowFromStart(self, msg_id)
-        outcome = await self.services.executions.run_file(
-            body, on_queued=self._queued(msg_id, body.session_id), on_start=start
-        )
+        outcome = await self.services.executions.run_file(body, on_queued=on_queued, on_start=start)
         if not start.attached:
             await self._accepted(msg_id, outcome.execution)
 
@@ -292,7 +307,12 @@ class Connection:
 
     async def complete(self, msg_id: Any, msg: dict[str, Any]) -> None:
         body = validate_fields({k: msg[k] for k in ("input", "cursor") if k in msg}, CompleteRequest)
-        found = await self.services.sessions.complete(message_str(msg, "session_id"), body.input, body.cursor)
+        session_id = message_str(msg, "session_id")
+        if (peer := await self._session_peer(session_id)) is not None:
+            path = f"/api/v1/sessions/{session_id.strip()}/complete"
+            found = await peer.call("POST", path, body.model_dump(exclude_none=True))
+        else:
+            found = await self.services.sessions.complete(session_id, body.input, body.cursor)
         self.reply(msg_id, {"type": "completions", **found})
 
     async def _accepted(self, msg_id: Any, execution: dict[str, Any]) -> None:
@@ -307,7 +327,12 @@ class Connection:
         feed.attach({"type": "accepted", "reply_to": msg_id, "execution": execution, "subscription": feed.id})
 
     async def cancel(self, msg_id: Any, msg: dict[str, Any]) -> None:
-        execution = await self.services.executions.cancel(message_str(msg, "execution_id"))
+        execution_id = message_str(msg, "execution_id")
+        peer = None if self.forwarder is None else await self.forwarder.execution_peer(execution_id)
+        if peer is not None:
+            execution = await peer.call("POST", f"/api/v1/executions/{execution_id.strip()}/cancel", None)
+        else:
+            execution = await self.services.executions.cancel(execution_id)
         self.reply(msg_id, {"type": "cancelled", "execution": execution})
 
     def _end_feeds(self) -> None:
@@ -352,12 +377,21 @@ def _body_of(msg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 def setup(app: web.Application, settings: Settings) -> None:
     hub: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
     app[HUB] = hub
+    connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+    app[CONNECTIONS] = connections
 
     async def ws_handler(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=1 << 20)
         await ws.prepare(request)
         hub.add(ws)
-        conn = Connection(ws, request.app[SERVICES], settings, request.transport)  # type: ignore[arg-type]
+        conn = Connection(
+            ws,
+            request.app[SERVICES],
+            settings,
+            request.app.get(FORWARDER),
+            request.transport,  # type: ignore[arg-type]
+        )
+        connections.add(conn)
         sending = asyncio.create_task(conn.sender())
         reading = asyncio.create_task(_read(ws, conn))
         too_slow = False

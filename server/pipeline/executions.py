@@ -10,6 +10,7 @@ its run has ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -172,6 +173,11 @@ class ExecutionPipeline:
             )
             # A REPL's input echo (seq 1) is committed with the row itself: one commit fewer.
             first: list[EventTuple] = []
+            if req.kind == "repl" and live.background is not None and self.writer.busy:
+                # Its background execution's queued events got lower ids: commit them first,
+                # so that a session's events are committed in id order (session cursors).
+                with contextlib.suppress(Exception):
+                    await self.writer.barrier()
             if req.kind == "repl":
                 echo = orjson.dumps({"text": req.input}).decode()
                 first = [(self.writer.allocate(1), record["id"], 1, record["started_at"], "input_echo", echo)]
@@ -256,6 +262,10 @@ class ExecutionPipeline:
                 live.running = outer  # it is over: new requests now wait for the recovery
                 recovery = await self._recover(live, result.code or "WORKER_CRASHED")
             ending = self._ending(result, limits, rec, recovery)
+            # Its end is decided; only the commit is left. A request that comes now (a client
+            # told of the end by another node, which hears of the commit before this loop does)
+            # waits for the session, as during a rebuild, instead of finding it busy.
+            live.running = outer
             metrics = {
                 "wall_ms": round((time.monotonic() - started) * 1000, 3),
                 "cpu_ms": result.cpu_ms,

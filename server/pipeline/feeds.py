@@ -6,9 +6,10 @@ already sent (by ``seq`` for an execution, by event ``id`` for a session), and o
 live. Everything it sends goes into a ``Sink`` (a WebSocket connection, or any other
 transport), so the protocol can be read and tested without a socket.
 
-The source is a seam: ``FeedSource`` pairs a live registry (the in-process ``EventBus``) with
-a reader of stored events (the ``Store``). A second live source (another node's events) only
-has to call the same ``on_events``/``on_execution``/``on_session`` callbacks.
+``FeedSource`` pairs a live registry with a reader of stored events (the ``Store``). The live
+registry is this node's ``EventBus``, or in a cluster ``BothLive``: the bus and the other nodes'
+events (``server.pipeline.cluster_events``), which call the same ``on_events``/
+``on_execution``/``on_session`` callbacks; a feed's cursor makes a row delivered twice harmless.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class LiveEvents(Protocol):
 class StoredEvents(Protocol):
     """Reads of what is already committed (``Store``)."""
 
+    async def last_session_event_id(self, *, session_id: str) -> int: ...
     async def list_events(self, *, execution_id: str, after_seq: int, limit: int) -> list[EventTuple]: ...
     async def list_session_events(
         self, *, session_id: str, after_id: int, limit: int
@@ -59,6 +61,30 @@ class StoredEvents(Protocol):
 class FeedSource:
     live: LiveEvents
     stored: StoredEvents
+
+
+@dataclass(frozen=True)
+class BothLive:
+    """Two live sources as one: this node's bus and the other nodes' events (a cluster)."""
+
+    local: LiveEvents
+    remote: LiveEvents
+
+    def subscribe_execution(self, execution_id: str, sub: Subscriber) -> None:
+        self.local.subscribe_execution(execution_id, sub)
+        self.remote.subscribe_execution(execution_id, sub)
+
+    def unsubscribe_execution(self, execution_id: str, sub: Subscriber) -> None:
+        self.local.unsubscribe_execution(execution_id, sub)
+        self.remote.unsubscribe_execution(execution_id, sub)
+
+    def subscribe_session(self, session_id: str, sub: Subscriber) -> None:
+        self.local.subscribe_session(session_id, sub)
+        self.remote.subscribe_session(session_id, sub)
+
+    def unsubscribe_session(self, session_id: str, sub: Subscriber) -> None:
+        self.local.unsubscribe_session(session_id, sub)
+        self.remote.unsubscribe_session(session_id, sub)
 
 
 class _Events(NamedTuple):
@@ -246,7 +272,12 @@ class ExecutionFeed(Feed):
 
 
 class SessionFeed(Feed):
-    """Live events of every execution in a session (with ``after_id``, the stored ones first)."""
+    """Live events of every execution in a session (with ``after_id``, the stored ones first).
+
+    Without ``after_id`` the cursor starts at the session's last stored event, read before
+    registering: "from now on" is then a cursor like any other, which a live source that has to
+    catch up (the cluster's, after its connection was down) can resume from.
+    """
 
     key = 0
 
@@ -264,19 +295,20 @@ class SessionFeed(Feed):
         self.after_id = after_id
 
     async def open(self, reply: dict[str, Any]) -> None:
+        if self.after_id is None:
+            self.cursor = await self.source.stored.last_session_event_id(session_id=self.session_id)
         self.source.live.subscribe_session(self.session_id, self)
         self.sink.push(reply)
-        if self.after_id is not None:
-            while not self.done and not self.sink.closed:
-                rows = await self.source.stored.list_session_events(
-                    session_id=self.session_id, after_id=self.cursor, limit=BACKLOG_PAGE
-                )
-                for exec_id, run in runs_by_execution(rows):  # one frame per execution run
-                    frame = self.frame(exec_id, self.session_id, run)
-                    if frame is not None:
-                        await self.sink.push_wait(frame)
-                if len(rows) < BACKLOG_PAGE:
-                    break
+        while not self.done and not self.sink.closed:
+            rows = await self.source.stored.list_session_events(
+                session_id=self.session_id, after_id=self.cursor, limit=BACKLOG_PAGE
+            )
+            for exec_id, run in runs_by_execution(rows):  # one frame per execution run
+                frame = self.frame(exec_id, self.session_id, run)
+                if frame is not None:
+                    await self.sink.push_wait(frame)
+            if len(rows) < BACKLOG_PAGE:
+                break
         await self._go_live()
 
     def _detach(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from server.store.store import INTERRUPTED_EXECUTION, Store
 log = logging.getLogger(__name__)
 
 FINALIZE_RETRY_S = 0.5
-FINAL_FIELDS = ("id", "status", "ended_at", "result", "error", "metrics")
+FINAL_FIELDS = ("id", "session_id", "status", "ended_at", "result", "error", "metrics")
 
 _LIMIT_TEXT = {
     "CPU_LIMIT_EXCEEDED": ("timeout", "CPU time limit of {cpu_ms} ms exceeded"),
@@ -102,6 +103,7 @@ class Finalizer:
         self.writer = writer
         self.bus = bus
         self._unfinalized: dict[str, dict[str, Any]] = {}
+        self.ended: Counter[str] = Counter()  # executions ended, by status (metrics)
         self._retry_task: asyncio.Task[None] | None = None
 
     async def finish(
@@ -130,6 +132,7 @@ class Finalizer:
             "metrics": {**metrics, "event_count": rec.seq},
         }
         failed_op = await self._commit(final, rec)
+        self.ended[final["status"]] += 1
         return final, failed_op
 
     async def _commit(self, final: dict[str, Any], rec: Recorder) -> str | None:

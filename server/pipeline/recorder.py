@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 
 from server.clock import now_iso
+from server.errors import StoreError
 from server.events import EventBatch, EventTuple
+from server.pipeline.ids import MAX_ALLOCATION
 from server.pipeline.writer import EventWriter
 
 
@@ -74,7 +76,15 @@ class Recorder:
             self._held.append(batch)
             return
         n = len(batch)
-        base = self.writer.allocate(n)
+        if n > MAX_ALLOCATION:  # ids come in runs of at most this many
+            for i in range(0, n, MAX_ALLOCATION):
+                self.on_batch(batch[i : i + MAX_ALLOCATION])
+            return
+        try:
+            base = self.writer.allocate(n)
+        except StoreError:  # no id to be had (PostgreSQL unreachable): as a failed write
+            self._fail()
+            return
         seq0 = self.seq + 1
         self.seq += n
         eid = self.execution_id
@@ -103,6 +113,10 @@ class Recorder:
             self.kept.extend(rows)
 
     def _check(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is not None and not self.failed:
+        if not fut.cancelled() and fut.exception() is not None:
+            self._fail()
+
+    def _fail(self) -> None:
+        if not self.failed:
             self.failed = True
             self._on_failure()

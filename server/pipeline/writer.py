@@ -1,4 +1,4 @@
-"""The event writer: assigns global event ids, persists rows in batches, publishes after commit.
+"""The event writer: hands out global event ids, persists rows in batches, publishes after commit.
 
 One writer per server. Rows queued while a batch is being committed form the next batch, so a
 quiet server commits each event at once (low latency) and a busy one commits thousands per
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.errors import StoreError
 from server.events import EventTuple
 from server.pipeline.bus import EventBus
+from server.pipeline.ids import IdSource
 from server.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,15 @@ HIGH_WATER_ROWS = 100_000  # producers wait above this many queued rows (bounded
 
 
 class EventWriter:
-    def __init__(self, store: Store, bus: EventBus, last_id: int) -> None:
+    allocate: Callable[[int], int]
+    """Reserve ``n`` consecutive event ids (n <= ids.MAX_ALLOCATION); returns the first."""
+
+    def __init__(self, store: Store, bus: EventBus, ids: IdSource) -> None:
         self.store = store
         self.bus = bus
-        self._next_id = last_id + 1
+        self.ids = ids
+        self.allocate = ids.allocate  # the hot path calls the source directly
+        self.events_written = 0
         self._rows: list[EventTuple] = []
         self._final: list[dict[str, Any]] = []
         self._published: list[dict[str, Any]] = []
@@ -39,12 +45,6 @@ class EventWriter:
         self._drained = asyncio.Event()
         self._drained.set()
         self._poisoned: set[str] = set()
-
-    def allocate(self, n: int) -> int:
-        """Reserve ``n`` consecutive event ids; returns the first."""
-        base = self._next_id
-        self._next_id += n
-        return base
 
     def submit(
         self,
@@ -79,6 +79,20 @@ class EventWriter:
         if not self._drained.is_set():
             await self._drained.wait()
 
+    @property
+    def busy(self) -> bool:
+        """Rows are queued or being committed."""
+        return self._task is not None
+
+    def barrier(self) -> asyncio.Future[None]:
+        """Resolves once everything queued so far is committed (or failed)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._task is None:
+            fut.set_result(None)
+        else:
+            self._waiters.append((fut, None))
+        return fut
+
     async def flush(self) -> None:
         """Wait until everything queued so far is committed (or failed)."""
         while self._task is not None:
@@ -86,7 +100,7 @@ class EventWriter:
 
     async def _run(self) -> None:
         try:
-            while self._rows or self._final:
+            while self._rows or self._final or self._waiters:
                 if len(self._rows) > MAX_BATCH_ROWS:
                     rows = self._rows[:MAX_BATCH_ROWS]
                     self._rows = self._rows[MAX_BATCH_ROWS:]
@@ -105,13 +119,15 @@ class EventWriter:
                     # in its seq numbers: drop them (the execution is ending as an error).
                     rows = [r for r in rows if r[1] not in self._poisoned]
                 try:
-                    await self.store.write_batch(events=rows, finalize=final)
+                    if rows or final:
+                        await self.store.write_batch(events=rows, finalize=final)
                 except Exception as exc:  # noqa: BLE001 - reported to every waiter
                     self._poisoned.update(r[1] for r in rows)
                     for w, _ in waiters:
                         if not w.done():
                             w.set_exception(exc)
                     continue
+                self.events_written += len(rows)
                 self.bus.publish_events(rows)
                 for record in published:
                     self.bus.publish_execution(record)

@@ -38,6 +38,7 @@ class WorkerPool:
         # Every checkpoint still referenced somewhere; the rest are gone with their handles.
         self.checkpoints: weakref.WeakSet[CheckpointHandle] = weakref.WeakSet()
         self.pacer = CheckpointPacer()
+        self.checkpoints_taken = 0  # checkpoints forked by workers (metrics)
 
     async def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -121,10 +122,14 @@ class WorkerPool:
     def make_handle(self, sock: socket.socket, ctl: socket.socket, pid: int) -> WorkerHandle:
         """A handle for a worker process, registered until the process is gone."""
         handle = WorkerHandle(
-            sock, ctl, pid, on_gone=self._gone, on_checkpoint=self.checkpoints.add, pacer=self.pacer
+            sock, ctl, pid, on_gone=self._gone, on_checkpoint=self._checkpointed, pacer=self.pacer
         )
         self.handles.add(handle)
         return handle
+
+    def _checkpointed(self, ckpt: CheckpointHandle) -> None:
+        self.checkpoints.add(ckpt)
+        self.checkpoints_taken += 1  # for the metrics endpoint
 
     def _gone(self, handle: WorkerHandle) -> None:
         self.handles.discard(handle)  # stop() waits for handles until here

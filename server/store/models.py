@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: nodes table, sessions.node_id, the event id sequence (PostgreSQL)
 
 # Timestamps are stored as fixed-width RFC 3339 strings ("2026-01-02T03:04:05.123456Z"):
 # they read back byte-identical on SQLite and PostgreSQL and sort lexicographically.
@@ -63,9 +63,27 @@ class StartupFileRow(SQLModel, table=True):
     created_at: str
 
 
+class NodeRow(SQLModel, table=True):
+    """A server of the cluster (API.md §14). ``incarnation`` changes at every start: a process
+    whose incarnation is no longer in the row has been replaced and must not act for the node."""
+
+    __tablename__ = "nodes"
+    id: str = Field(primary_key=True)
+    url: str
+    status: str  # up | lost | stopped
+    incarnation: str
+    started_at: str
+    heartbeat_at: str
+    version: str
+    max_sessions: int = 0  # 0 = no limit (placement reads it)
+
+
 class SessionRow(SQLModel, table=True):
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_created", "created_at"),)
+    __table_args__ = (
+        Index("ix_sessions_created", "created_at"),
+        Index("ix_sessions_node_status", "node_id", "status"),
+    )
     id: str = Field(primary_key=True)
     # No foreign key: deleting a template keeps its sessions (API.md section 9).
     vm_id: str = Field(index=True)
@@ -77,6 +95,7 @@ class SessionRow(SQLModel, table=True):
     closed_at: str | None = None
     last_error: str | None = Field(default=None, sa_type=Text)
     runtime_meta: str = Field(default="{}", sa_type=Text)
+    node_id: str | None = None  # the node whose worker holds it (NULL: written before clusters)
 
 
 class ExecutionRow(SQLModel, table=True):

@@ -22,12 +22,14 @@ import orjson
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import SQLModel
 
-from server.clock import parse_iso
 from server.errors import StoreConflict, StoreError
 from server.events import EventTuple
-from server.store.models import SCHEMA_VERSION
+from server.store import notices, reconcile, schema
+from server.store.reconcile import INTERRUPTED_EXECUTION, INTERRUPTED_SESSION
+from server.store.schema import SchemaTooNew
+
+__all__ = ["INTERRUPTED_EXECUTION", "INTERRUPTED_SESSION", "SchemaTooNew", "Store"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,13 +68,6 @@ _TEMPLATE_CHILDREN = {
     ),
 }
 
-INTERRUPTED_EXECUTION = "the server stopped while this execution was running"
-INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was written by a newer vm-system; refuse rather than corrupt it."""
-
 
 def _is_unique_violation(orig: BaseException | None) -> bool:
     """Unique-key clashes are conflicts; foreign-key and other integrity errors are failures."""
@@ -83,16 +78,6 @@ def _is_unique_violation(orig: BaseException | None) -> bool:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def _elapsed_ms(start: str, end: str | None) -> float:
-    """Milliseconds between two stored timestamps (0 when there is no end or they do not parse)."""
-    if end is None:
-        return 0.0
-    try:
-        return max(0.0, round((parse_iso(end) - parse_iso(start)).total_seconds() * 1000, 3))
-    except ValueError:
-        return 0.0
 
 
 def _row(table: str, mapping: Any) -> dict[str, Any]:
@@ -116,6 +101,8 @@ class Store:
         self._engine: Engine | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        # PostgreSQL: the cluster's own statements (heartbeats, reaping) beside the event writer.
+        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-control")
         self._writer_conn: Connection | None = None
         # Serialises use of the writer connection between the writer thread and inline writes.
         self._write_lock = threading.Lock()
@@ -124,6 +111,11 @@ class Store:
         self._queued_writes = 0  # writes handed to the writer thread and not finished yet
         self.last_bulk_write = 0.0  # monotonic time of the last write sent to the writer thread
         self.last_write = 0.0  # monotonic time of the last write of any size
+        # PostgreSQL: the NOTIFY channel of this database schema and the event-id block size
+        # (read at open); ``notify_as`` (this node's id) turns change notices on (API.md §14).
+        self.channel = ""
+        self.id_block = 0
+        self.notify_as: str | None = None
         p = "?" if self.is_sqlite else "%s"
         self._sql_insert_events = (
             f"INSERT INTO events (id, execution_id, seq, ts, type, payload) VALUES ({', '.join([p] * 6)})"
@@ -132,7 +124,8 @@ class Store:
             f"INSERT INTO executions ({_EXECUTION_COLUMNS}) VALUES ({', '.join([p] * 13)})"
         )
         self._sql_finalize = (
-            f"UPDATE executions SET status={p}, ended_at={p}, result={p}, error={p}, metrics={p} WHERE id={p}"
+            f"UPDATE executions SET status={p}, ended_at={p}, result={p}, error={p}, metrics={p} "
+            f"WHERE id={p} AND status='running'"  # an execution ends once (a reaper may have ended it)
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -166,18 +159,22 @@ class Store:
         self._engine = engine
         if engine.dialect.dbapi is not None:
             self._integrity_errors = (IntegrityError, engine.dialect.dbapi.IntegrityError)
-        SQLModel.metadata.create_all(engine)
-        with engine.begin() as conn:
-            found = conn.execute(text("SELECT value FROM vm_meta WHERE key = 'schema_version'")).scalar()
-            if found is None:
-                conn.execute(
-                    text("INSERT INTO vm_meta (key, value) VALUES ('schema_version', :v)"),
-                    {"v": str(SCHEMA_VERSION)},
-                )
-            elif int(found) > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"database schema version {found} is newer than this server "
-                    f"({SCHEMA_VERSION}); upgrade vm-system"
+        schema.setup(engine)
+        if not self.is_sqlite:
+            with engine.connect() as conn:
+                # LISTEN/NOTIFY channels are per database: name ours after the schema, so that
+                # servers on other schemas of the same database never hear each other.
+                current = conn.execute(text("SELECT current_schema()")).scalar() or "public"
+                self.channel = "vm_system" if current == "public" else f"vm_system_{current}"[:63]
+                self.id_block = int(
+                    conn.execute(
+                        text(
+                            "SELECT increment_by FROM pg_sequences WHERE sequencename = :n "
+                            "AND schemaname = current_schema()"
+                        ),
+                        {"n": schema.EVENT_ID_SEQUENCE},
+                    ).scalar()
+                    or schema.ID_BLOCK
                 )
         self._writer_conn = engine.connect()
         if self.is_sqlite:
@@ -198,6 +195,7 @@ class Store:
         finally:
             self._writer.shutdown(wait=True)
             self._readers.shutdown(wait=True)
+            self._control.shutdown(wait=True)
 
     async def ping(self) -> bool:
         try:
@@ -205,6 +203,14 @@ class Store:
             return True
         except StoreError:
             return False
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file (SQLite; None for PostgreSQL or an in-memory database)."""
+        if not self.is_sqlite or not self.url.startswith("sqlite:///"):
+            return None
+        path = self.url.split("sqlite:///", 1)[1].split("?", 1)[0]
+        return None if path in ("", ":memory:") else path
 
     def wal_bytes(self) -> int:
         """Size of the SQLite write-ahead log (0 when there is none)."""
@@ -328,14 +334,24 @@ class Store:
         transaction open on this connection between calls, so the two never interleave.
         """
 
+        pipelined = not self.is_sqlite
+
         def run() -> T:
             conn = self._wc()
             dbapi = conn.connection.dbapi_connection  # reconnects after an invalidation
             assert dbapi is not None
             cur = dbapi.cursor()
             try:
-                out = fn(cur)
-                dbapi.commit()
+                if pipelined:
+                    # PostgreSQL: the statements, the change notices and the commit go out
+                    # together and their answers come back together (psycopg's pipeline mode):
+                    # one round trip per transaction instead of one per statement.
+                    with dbapi.pipeline():
+                        out = fn(cur)
+                        dbapi.commit()
+                else:
+                    out = fn(cur)
+                    dbapi.commit()
                 return out
             except BaseException as exc:
                 with contextlib.suppress(Exception):
@@ -362,9 +378,36 @@ class Store:
 
         return run
 
+    def _notify(self, cur: Any, entries: Sequence[str]) -> None:
+        """Change notices for the other nodes, sent by PostgreSQL when this transaction commits."""
+        assert self.notify_as is not None
+        for payload in notices.payloads(self.notify_as, entries):
+            cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+
+    def notify_in(self, conn: Connection, entries: Sequence[str]) -> None:
+        """``_notify`` inside a SQLAlchemy transaction (no-op unless notices are on)."""
+        if self.notify_as is not None and entries:
+            for payload in notices.payloads(self.notify_as, entries):
+                conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": self.channel, "p": payload})
+
     async def write(self, fn: Callable[[Connection], T], *, operation: str) -> T:
         """Run ``fn(conn)`` in one transaction on the writer thread."""
         return await self._run_write(self._tx(fn), operation)
+
+    async def transaction(self, fn: Callable[[Connection], T], *, operation: str) -> T:
+        """``fn(conn)`` in one transaction of its own. On PostgreSQL it runs on a pooled
+        connection beside the writer, so that a heartbeat never waits behind an event batch; on
+        SQLite on the writer (one writer per file)."""
+        if self.is_sqlite:
+            return await self.write(fn, operation=operation)
+
+        def run() -> T:
+            assert self._engine is not None, "store is not open"
+            with self._engine.begin() as conn:
+                return fn(conn)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._control, self._guard, run, operation, False)
 
     async def read(self, fn: Callable[[Connection], T], *, operation: str) -> T:
         return await self._run_read(fn, operation)
@@ -564,11 +607,11 @@ class Store:
             lambda c: c.execute(
                 text(
                     "INSERT INTO sessions (id, vm_id, workspace_id, base_commit_oid, "
-                    "worktree_path, status, created_at, closed_at, last_error, runtime_meta) "
+                    "worktree_path, status, created_at, closed_at, last_error, runtime_meta, node_id) "
                     "VALUES (:id, :vm_id, :workspace_id, :base_commit_oid, :worktree_path, "
-                    ":status, :created_at, :closed_at, :last_error, :runtime_meta)"
+                    ":status, :created_at, :closed_at, :last_error, :runtime_meta, :node_id)"
                 ),
-                {**row, "runtime_meta": _dumps(row["runtime_meta"])},
+                {**row, "runtime_meta": _dumps(row["runtime_meta"]), "node_id": row.get("node_id")},
             ),
             operation="create session",
         )
@@ -577,12 +620,12 @@ class Store:
         if "runtime_meta" in fields:
             fields["runtime_meta"] = _dumps(fields["runtime_meta"])
         assigns = ", ".join(f"{k}=:{k}" for k in fields)
-        await self.write(
-            lambda c: c.execute(
-                text(f"UPDATE sessions SET {assigns} WHERE id=:_id"), {**fields, "_id": session_id}
-            ),
-            operation="update session",
-        )
+
+        def fn(conn: Connection) -> None:
+            conn.execute(text(f"UPDATE sessions SET {assigns} WHERE id=:_id"), {**fields, "_id": session_id})
+            self.notify_in(conn, [notices.session_entry(session_id)])
+
+        await self.write(fn, operation="update session")
 
     async def get_session(self, *, session_id: str) -> dict[str, Any] | None:
         return await self.read(
@@ -631,10 +674,15 @@ class Store:
             _dumps(row["metrics"]),
         )
 
+        notify = self.notify_as is not None
+
         def fn(cur: Any) -> None:
             cur.execute(self._sql_insert_execution, params)
             if events:
                 cur.executemany(self._sql_insert_events, events)
+            if notify:
+                start = notices.execution_entry(row["id"], row["session_id"], row["status"])
+                self._notify(cur, [start, *notices.events_entries(events)])
 
         await self._run_write(self._raw_tx(fn), "create execution", small=True)
 
@@ -645,6 +693,7 @@ class Store:
         finalize: Iterable[dict[str, Any]] = (),
     ) -> None:
         """Insert a batch of events and finalize executions, all in one transaction."""
+        finalize = list(finalize)
         fin = [
             (
                 f["status"],
@@ -657,11 +706,15 @@ class Store:
             for f in finalize
         ]
 
+        notify = self.notify_as is not None
+
         def fn(cur: Any) -> None:
             if events:
                 cur.executemany(self._sql_insert_events, events)
             if fin:
                 cur.executemany(self._sql_finalize, fin)
+            if notify:
+                self._notify(cur, notices.batch_entries(events, finalize))
 
         await self._run_write(
             self._raw_tx(fn),
@@ -707,6 +760,16 @@ class Store:
             l=limit,
         )
 
+    async def last_session_event_id(self, *, session_id: str) -> int:
+        """The largest event id of a session (0: none), found through each execution's last seq."""
+        sql = text(
+            "SELECT MAX((SELECT v.id FROM events v WHERE v.execution_id = x.id ORDER BY v.seq DESC "
+            "LIMIT 1)) FROM executions x WHERE x.session_id = :s"
+        )
+        return await self.read(
+            lambda c: int(c.execute(sql, {"s": session_id}).scalar() or 0), operation="read events"
+        )
+
     async def _event_rows(self, where: str, **params: Any) -> list[EventTuple]:
         sql = text(f"SELECT id, execution_id, seq, ts, type, payload FROM events WHERE {where}")
         return await self.read(lambda c: [tuple(r) for r in c.execute(sql, params)], operation="read events")
@@ -717,6 +780,24 @@ class Store:
             operation="read the last event id",
         )
 
+    async def next_id_block(self) -> int:
+        """PostgreSQL: the first of ``id_block`` fresh event ids, unique across every node."""
+        return await self.read(self._nextval, operation="allocate event ids")
+
+    def next_id_block_now(self) -> int:
+        """``next_id_block`` on the calling thread (when a block fetched ahead did not arrive)."""
+
+        def fn() -> int:
+            assert self._engine is not None, "store is not open"
+            with self._engine.connect() as conn:
+                return self._nextval(conn)
+
+        return self._guard(fn, "allocate event ids", False)
+
+    @staticmethod
+    def _nextval(conn: Connection) -> int:
+        return int(conn.execute(text(f"SELECT nextval('{schema.EVENT_ID_SEQUENCE}')")).scalar_one())
+
     async def count_running(self) -> int:
         return await self.read(
             lambda c: int(
@@ -725,47 +806,28 @@ class Store:
             operation="count running executions",
         )
 
-    async def reconcile_on_startup(self, *, now: str) -> tuple[int, int]:
-        """Close sessions and end executions that a previous process left live."""
+    async def reconcile_on_startup(self, *, now: str, node_id: str | None = None) -> tuple[int, int]:
+        """Close sessions and end executions that a previous process left live.
+
+        Without ``node_id`` every such row (SQLite: one server); with it, that node's rows and
+        the ones written before clusters (no node): never another node's.
+        """
+        where, params = "1=1", {}
+        if node_id is not None:
+            where, params = "node_id=:node OR node_id IS NULL", {"node": node_id}
 
         def fn(conn: Connection) -> tuple[int, int]:
-            s = conn.execute(
-                text(
-                    "UPDATE sessions SET status='closed', closed_at=:now, last_error=:err "
-                    "WHERE status IN ('starting', 'ready')"
-                ),
-                {"now": now, "err": INTERRUPTED_SESSION},
-            ).rowcount
-            err = _dumps(
-                {
-                    "code": "INTERRUPTED",
-                    "message": INTERRUPTED_EXECUTION,
-                }
+            ended, _ = reconcile.interrupt_executions(
+                conn, where=where, params=params, now=now, message=INTERRUPTED_EXECUTION
             )
-            # Ended executions always carry their metrics (API.md section 4); what a dead process
-            # knew is gone, so they are rebuilt from the stored events: the wall time up to the
-            # last stored event and the event count. CPU time and output size are unknown (null).
-            running = conn.execute(
-                text(
-                    "SELECT x.id, x.started_at, COUNT(v.id), MAX(v.ts) FROM executions x "
-                    "LEFT JOIN events v ON v.execution_id = x.id "
-                    "WHERE x.status='running' GROUP BY x.id, x.started_at"
-                )
-            ).all()
-            for exec_id, started_at, n_events, last_ts in running:
-                metrics = {
-                    "wall_ms": _elapsed_ms(started_at, last_ts),
-                    "cpu_ms": None,
-                    "event_count": int(n_events),
-                    "output_bytes": None,
-                }
-                conn.execute(
-                    text(
-                        "UPDATE executions SET status='error', ended_at=:now, error=:err, "
-                        "metrics=:m WHERE id=:id AND status='running'"
-                    ),
-                    {"now": now, "err": err, "m": _dumps(metrics), "id": exec_id},
-                )
-            return int(s or 0), len(running)
+            closed = reconcile.end_sessions(
+                conn,
+                where=where,
+                params=params,
+                status="closed",
+                fields={"closed_at": now, "last_error": INTERRUPTED_SESSION},
+            )
+            self.notify_in(conn, reconcile.change_entries(ended, closed))
+            return len(closed), len(ended)
 
         return await self.write(fn, operation="reconcile state left by a previous run")
