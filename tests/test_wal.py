@@ -31,6 +31,8 @@ async def test_once_writes_pause_the_log_is_truncated_and_the_data_stays(api, cl
     assert await wal.step(store) == "nothing"
     status, body = await api.repl(s["id"], "1+1")
     assert status == 201 and body["result"]["json"] == 2
+    made = await api.client.post("/api/v1/templates", json={"name": "after-truncate"})
+    assert made.status == 201, await made.text()  # every kind of write still begins its own transaction
     history = await api.client.get(f"/api/v1/executions?session_id={s['id']}&limit=100")
     assert len(await history.json()) == 21  # every execution is still there
 

@@ -250,6 +250,7 @@ class Store:
                 row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
                 conn.exec_driver_sql("PRAGMA busy_timeout=10000")
+                conn.rollback()  # end SQLAlchemy's autobegun transaction: the next write begins its own
             return row is not None and not row[0]  # (busy, log frames, checkpointed frames)
 
         return await self._run_write(run, "truncate the write-ahead log")
