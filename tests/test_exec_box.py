@@ -154,7 +154,7 @@ async def test_children_cpu_counts_against_cpu_ms(exec_api):
     sid = await exec_session(exec_api, cpu_ms=800, wall_ms=60000)
     script = "(while :; do :; done) & (while :; do :; done) & wait"
     status, body = await exec_api.repl(sid, run_js("sh", "-c", script, "cpu-marker-1"))
-    assert status == 201 and body["status"] == "timeout", body
+    assert status == 201 and body["status"] == "timeout", (body["error"], body["events"])
     assert body["error"]["code"] == "CPU_LIMIT_EXCEEDED"
     assert body["metrics"]["cpu_ms"] >= 800
     await until(lambda: not processes("sh", "-c", script, "cpu-marker-1"), "the spinners are gone")
@@ -187,7 +187,7 @@ async def test_cancel_kills_the_box_and_the_session_goes_on(exec_api):
 async def test_the_wall_limit_kills_the_box(exec_api):
     sid = await exec_session(exec_api, wall_ms=1500)
     status, body = await exec_api.repl(sid, run_js("sleep", "989.25"))
-    assert status == 201 and body["status"] == "timeout", body
+    assert status == 201 and body["status"] == "timeout", (body["error"], body["events"])
     assert body["error"]["code"] == "WALL_LIMIT_EXCEEDED"
     await until(lambda: not processes("sleep", "989.25"), "the sleep is gone")
 

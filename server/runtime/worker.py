@@ -318,7 +318,9 @@ class Worker:
         eng = self.engine
         while True:
             if isinstance(res, Outcome):  # the code finished
-                code = "CANCELLED" if run.cancelled else run.stop_code
+                # ... unless a limit was passed first: a boxed program stopped at the wall or CPU
+                # limit ends the code with exec.run's error, and the execution with that limit.
+                code = run.limit_code()
                 return (res if code is None else None), code
             code = run.limit_code()
             if code is not None:
