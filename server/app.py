@@ -20,7 +20,7 @@ from server.core.nodes import NodeService
 from server.core.policy import Policy
 from server.core.sessions import SessionService
 from server.core.templates import TemplateService
-from server.http import metrics, rest, transport
+from server.http import metrics, routes, transport
 from server.http.access import add_security_headers
 from server.http.forward import FORWARDER, Forwarder
 from server.http.keys import LISTENER, MAX_BODY, ON_REPLACED, SERVICES
@@ -137,7 +137,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
 
     app.cleanup_ctx.extend([store_ctx, runtime_ctx, services_ctx])
     app.on_response_prepare.append(add_security_headers)
-    rest.add_routes(app, cluster=cluster)
+    routes.add_routes(app, cluster=cluster)
     metrics.setup(app)
     _optional_transports(app, settings)
     return app

@@ -27,7 +27,7 @@ from server.http.decode import validate_fields
 from server.http.forward import FORWARDER, Forwarder, Peer
 from server.http.frames import text_frames
 from server.http.keys import SERVICES
-from server.http.rest import EXTRA_ROUTES
+from server.http.routes import EXTRA_ROUTES
 from server.pipeline.feeds import ExecutionFeed, Feed, SessionFeed
 from server.services import Services
 

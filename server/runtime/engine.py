@@ -15,14 +15,17 @@ import quickjs
 _JS_DIR = Path(__file__).resolve().parent / "js"
 _PRELUDE_FILES = (
     _JS_DIR / "vendor" / "acorn.js",
+    _JS_DIR / "primordials.js",
+    _JS_DIR / "layout.js",
     _JS_DIR / "inspect.js",
+    _JS_DIR / "format.js",
     _JS_DIR / "transform.js",
     _JS_DIR / "complete.js",
     _JS_DIR / "console.js",
     _JS_DIR / "prelude.js",
 )
 # Each prelude file is evaluated after this many blank lines, so that its functions' stack
-# frames carry line numbers no user input reaches and are told apart (see inspect.js).
+# frames carry line numbers no user input reaches and are told apart (see cleanFrames in inspect.js).
 PRELUDE_LINE_OFFSET = 1_000_000
 
 FOREGROUND = 0

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from server.clock import parse_iso
 from server.events import EventTuple
 from server.store import notices
+from server.store.engine import dumps
 
 INTERRUPTED_EXECUTION = "the server stopped while this execution was running"
 INTERRUPTED_SESSION = "garbage collected on daemon startup: runtime state does not survive process restarts"
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def _elapsed_ms(start: str, end: str | None) -> float:
@@ -83,14 +79,14 @@ def interrupt_executions(
         ),
         params,
     ).all()
-    error = _dumps({"code": "INTERRUPTED", "message": message})
+    error = dumps({"code": "INTERRUPTED", "message": message})
     ended: list[tuple[str, str]] = []
     written: list[EventTuple] = []
     for exec_id, session_id, started_at, n_events, last_ts, last_seq in running:
         count = int(n_events)
         if event_id is not None:
             payload = {"level": "error", "code": "INTERRUPTED", "message": message}
-            row = (int(event_id()), exec_id, int(last_seq or 0) + 1, now, "system", _dumps(payload))
+            row = (int(event_id()), exec_id, int(last_seq or 0) + 1, now, "system", dumps(payload))
             conn.execute(
                 text(
                     "INSERT INTO events (id, execution_id, seq, ts, type, payload) "
@@ -112,7 +108,7 @@ def interrupt_executions(
                 "UPDATE executions SET status='error', ended_at=:now, error=:err, "
                 "metrics=:m WHERE id=:id AND status='running'"
             ),
-            {"now": now, "err": error, "m": _dumps(metrics), "id": exec_id},
+            {"now": now, "err": error, "m": dumps(metrics), "id": exec_id},
         )
         ended.append((exec_id, session_id))
     return ended, written

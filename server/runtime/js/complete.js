@@ -1,4 +1,4 @@
-// vm-system prelude, part 3 of 5: completion of the word at the cursor (API.md §12).
+// vm-system prelude, part 6 of 8: completion of the word at the cursor (API.md §12).
 // It never runs user code: properties are listed from descriptors (no getter is called), a path
 // through an accessor stops there, and proxies (tracked from their creation) are never touched.
 (function (global, I) {

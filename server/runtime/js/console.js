@@ -1,4 +1,4 @@
-// vm-system prelude, part 4 of 5: what leaves JavaScript: value and exception payloads (API.md
+// vm-system prelude, part 7 of 8: what leaves JavaScript: value and exception payloads (API.md
 // §5, §12), well-formed strings, stack frames, and the console.
 (function (global, I) {
   'use strict';

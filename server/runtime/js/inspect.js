@@ -1,116 +1,22 @@
-// vm-system prelude, part 1 of 5: primordials, promise state tracking and a port of Node's
-// util.inspect / util.format. Shares its internals with the later parts through the hidden
-// namespace `__vmi`, which the last part (prelude.js) deletes before any user code runs.
-(function (global) {
+// vm-system prelude, part 3 of 8: a port of Node's util.inspect, over the primordials of part 1
+// and the layout of part 2; adds inspect and the stack helpers to the hidden `__vmi`.
+(function (global, vmi) {
   'use strict';
-
-  // ---------------------------------------------------------------- host bindings, primordials
-  const hostConsole = global.__vm_host_console;
-  const hostCall = global.__vm_host_call;
-  const hostNow = global.__vm_host_now;
-  const hostEvent = global.__vm_host_event;
-  delete global.__vm_host_event;
-  delete global.__vm_host_console;
-  delete global.__vm_host_call;
-  delete global.__vm_host_now;
-  const acorn = global.acorn;
-  delete global.acorn;
-
-  const uncurry = (fn) => Function.prototype.call.bind(fn);
-  const JSONstringify = JSON.stringify;
-  const JSONparse = JSON.parse;
-  const ObjectKeys = Object.keys;
-  const ObjectGetOwnPropertySymbols = Object.getOwnPropertySymbols;
-  const ObjectGetOwnPropertyNames = Object.getOwnPropertyNames;
-  const ObjectGetOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
-  const ObjectGetPrototypeOf = Object.getPrototypeOf;
-  const ObjectDefineProperty = Object.defineProperty;
-  const ObjectIs = Object.is;
-  const ArrayIsArray = Array.isArray;
-  const hasOwn = uncurry(Object.prototype.hasOwnProperty);
-  const propertyIsEnumerable = uncurry(Object.prototype.propertyIsEnumerable);
-  const objectToString = uncurry(Object.prototype.toString);
-  const functionToString = uncurry(Function.prototype.toString);
-  const dateGetTime = uncurry(Date.prototype.getTime);
-  const dateToISOString = uncurry(Date.prototype.toISOString);
-  const dateToString = uncurry(Date.prototype.toString);
-  const regExpToString = uncurry(RegExp.prototype.toString);
-  const errorToString = uncurry(Error.prototype.toString);
-  const symbolToString = uncurry(Symbol.prototype.toString);
-  const mapSize = uncurry(ObjectGetOwnPropertyDescriptor(Map.prototype, 'size').get);
-  const setSize = uncurry(ObjectGetOwnPropertyDescriptor(Set.prototype, 'size').get);
-  const mapEntries = uncurry(Map.prototype.entries);
-  const setValues = uncurry(Set.prototype.values);
-  const promiseThen = uncurry(Promise.prototype.then);
-  const PromiseCtor = Promise;
-  const promiseResolve = Promise.resolve.bind(Promise);
-  const WeakMapCtor = WeakMap;
-  const MapCtor = Map;
-  const TypedArrayProto = ObjectGetPrototypeOf(Uint8Array.prototype);
-  const typedArrayLength = uncurry(ObjectGetOwnPropertyDescriptor(TypedArrayProto, 'length').get);
-  const typedArrayTag = uncurry(ObjectGetOwnPropertyDescriptor(TypedArrayProto, Symbol.toStringTag).get);
-  const arrayBufferByteLength = uncurry(
-    ObjectGetOwnPropertyDescriptor(ArrayBuffer.prototype, 'byteLength').get);
-  const AsyncFunctionProto = ObjectGetPrototypeOf(async function () {});
-  const GeneratorFunctionProto = ObjectGetPrototypeOf(function* () {});
-  const AsyncGeneratorFunctionProto = ObjectGetPrototypeOf(async function* () {});
-  const indirectEval = eval;
-  const now = () => hostNow();
-
-  const tryCall = (fn) => { try { fn(); return true; } catch (e) { return false; } };
-  const isDate = (v) => tryCall(() => dateGetTime(v));
-  const isMap = (v) => tryCall(() => mapSize(v));
-  const isSet = (v) => tryCall(() => setSize(v));
-  const isTypedArray = (v) => typedArrayTag(v) !== undefined;
-  const isArrayBuffer = (v) => tryCall(() => arrayBufferByteLength(v));
-  const isRegExp = (v) => objectToString(v) === '[object RegExp]';
-  const isError = (v) => v instanceof Error || objectToString(v) === '[object Error]';
-  const isPromise = (v) => v instanceof PromiseCtor;
-  const isWeakMap = (v) => v instanceof WeakMap;
-  const isWeakSet = (v) => v instanceof WeakSet;
-  const isBoxed = (v) => v instanceof Number || v instanceof String || v instanceof Boolean ||
-    v instanceof Symbol || v instanceof BigInt;
-
-
-  // ---------------------------------------------------------------- promise state tracking
-  // QuickJS has no API for a promise's state: remember it for promises we get to see (values
-  // produced by executions, Promise.resolve/reject results, anything the inspector met before).
-  const promiseStates = new WeakMapCtor();
-  function trackPromise(p) {
-    if (promiseStates.has(p)) return;
-    const st = { state: 'pending', value: undefined };
-    promiseStates.set(p, st);
-    try {
-      promiseThen(p, (v) => { st.state = 'fulfilled'; st.value = v; },
-        (e) => { st.state = 'rejected'; st.value = e; });
-    } catch (e) { /* exotic promise: stays pending */ }
-  }
-  const origResolve = Promise.resolve;
-  const origReject = Promise.reject;
-  ObjectDefineProperty(Promise, 'resolve', {
-    value: { resolve(v) {
-      const p = origResolve.call(this, v);
-      if (p instanceof PromiseCtor && !promiseStates.has(p)) {
-        const thenable = v !== null && (typeof v === 'object' || typeof v === 'function');
-        if (p !== v && !thenable) promiseStates.set(p, { state: 'fulfilled', value: v });
-        else trackPromise(p);
-      }
-      return p;
-    } }.resolve,
-    writable: true, configurable: true, enumerable: false,
-  });
-  ObjectDefineProperty(Promise, 'reject', {
-    value: { reject(e) {
-      const p = origReject.call(this, e);
-      if (p instanceof PromiseCtor) trackPromise(p);
-      return p;
-    } }.reject,
-    writable: true, configurable: true, enumerable: false,
-  });
+  const {
+    hostConsole, hostCall, hostNow, hostEvent, acorn, uncurry, JSONstringify, JSONparse,
+    ObjectKeys, ObjectGetOwnPropertySymbols, ObjectGetOwnPropertyNames,
+    ObjectGetOwnPropertyDescriptor, ObjectGetPrototypeOf, ObjectDefineProperty, ObjectIs,
+    ArrayIsArray, hasOwn, propertyIsEnumerable, objectToString, functionToString, dateGetTime,
+    dateToISOString, dateToString, regExpToString, errorToString, symbolToString, mapSize,
+    setSize, mapEntries, setValues, promiseThen, PromiseCtor, promiseResolve, WeakMapCtor,
+    MapCtor, TypedArrayProto, typedArrayLength, typedArrayTag, arrayBufferByteLength,
+    AsyncFunctionProto, GeneratorFunctionProto, AsyncGeneratorFunctionProto, indirectEval, now,
+    tryCall, isDate, isMap, isSet, isTypedArray, isArrayBuffer, isRegExp, isError, isPromise,
+    isWeakMap, isWeakSet, isBoxed, promiseStates, trackPromise, kObjectType, kArrayExtrasType,
+    reduceToSingleString,
+  } = vmi;
 
   // ---------------------------------------------------------------- inspector (util.inspect)
-  const kObjectType = 0;
-  const kArrayExtrasType = 2;
   const keyStrRegExp = /^[a-zA-Z_][a-zA-Z_0-9]*$/;
   const strEscapeRegExp = /[\x00-\x1f\x27\x5c\x7f-\x9f]/;
   const builtInObjects = new Set(ObjectGetOwnPropertyNames(global).filter(
@@ -573,100 +479,6 @@
     return `${name}: ${str}`;
   }
 
-  function isBelowBreakLength(ctx, output, start, base) {
-    let totalLength = output.length + start;
-    if (totalLength + output.length > ctx.breakLength) return false;
-    for (let i = 0; i < output.length; i++) {
-      totalLength += output[i].length;
-      if (totalLength > ctx.breakLength) return false;
-    }
-    return base === '' || base.indexOf('\n') === -1;
-  }
-
-  function groupArrayElements(ctx, output, value) {
-    let totalLength = 0;
-    let maxLength = 0;
-    let i = 0;
-    let outputLength = output.length;
-    if (ctx.maxArrayLength < output.length) outputLength--;
-    const separatorSpace = 2;
-    const dataLen = new Array(outputLength);
-    for (; i < outputLength; i++) {
-      const len = output[i].length;
-      dataLen[i] = len;
-      totalLength += len + separatorSpace;
-      if (maxLength < len) maxLength = len;
-    }
-    const actualMax = maxLength + separatorSpace;
-    if (actualMax * 3 + ctx.indentationLvl < ctx.breakLength &&
-        (totalLength / actualMax > 5 || maxLength <= 6)) {
-      const averageBias = Math.sqrt(actualMax - totalLength / output.length);
-      const biasedMax = Math.max(actualMax - 3 - averageBias, 1);
-      const columns = Math.min(
-        Math.round(Math.sqrt(2.5 * biasedMax * outputLength) / biasedMax),
-        Math.floor((ctx.breakLength - ctx.indentationLvl) / actualMax),
-        ctx.compact * 4,
-        15,
-      );
-      if (columns <= 1) return output;
-      const tmp = [];
-      const maxLineLength = [];
-      for (let c = 0; c < columns; c++) {
-        let lineLength = 0;
-        for (let j = c; j < output.length; j += columns) {
-          if (dataLen[j] > lineLength) lineLength = dataLen[j];
-        }
-        maxLineLength.push(lineLength + separatorSpace);
-      }
-      let padStart = true;
-      if (value !== undefined) {
-        for (let k = 0; k < output.length; k++) {
-          if (typeof value[k] !== 'number' && typeof value[k] !== 'bigint') {
-            padStart = false;
-            break;
-          }
-        }
-      }
-      for (let r = 0; r < outputLength; r += columns) {
-        const max = Math.min(r + columns, outputLength);
-        let str = '';
-        let j = r;
-        for (; j < max - 1; j++) {
-          const padding = maxLineLength[j - r];
-          str += padStart ? `${output[j]}, `.padStart(padding, ' ') : `${output[j]}, `.padEnd(padding, ' ');
-        }
-        if (padStart) {
-          str += output[j].padStart(maxLineLength[j - r] - separatorSpace, ' ');
-        } else {
-          str += output[j];
-        }
-        tmp.push(str);
-      }
-      if (ctx.maxArrayLength < output.length) tmp.push(output[outputLength]);
-      output = tmp;
-    }
-    return output;
-  }
-
-  function reduceToSingleString(ctx, output, base, braces, extrasType, recurseTimes, value) {
-    const entries = output.length;
-    if (extrasType === kArrayExtrasType && entries > 6) {
-      output = groupArrayElements(ctx, output, value);
-    }
-    if (ctx.currentDepth - recurseTimes < ctx.compact && entries === output.length) {
-      const start = output.length + ctx.indentationLvl + braces[0].length + base.length + 10;
-      if (isBelowBreakLength(ctx, output, start, base)) {
-        const joined = output.join(', ');
-        if (joined.indexOf('\n') === -1) {
-          return `${base ? `${base} ` : ''}${braces[0]} ${joined} ${braces[1]}`;
-        }
-      }
-    }
-    const indentation = `\n${' '.repeat(ctx.indentationLvl)}`;
-    return `${base ? `${base} ` : ''}${braces[0]}${indentation}  ${
-      output.join(`,${indentation}  `)}${indentation}${braces[1]}`;
-  }
-
   function inspect(value, opts) {
     const ctx = {
       seen: [], circular: undefined, indentationLvl: 0, currentDepth: 0,
@@ -686,105 +498,7 @@
   }
 
 
-  // ---------------------------------------------------------------- util.format
-  function hasBuiltInToString(value) {
-    try {
-      if (typeof value.toString !== 'function') return true;
-      if (hasOwn(value, 'toString')) return false;
-      let pointer = value;
-      do { pointer = ObjectGetPrototypeOf(pointer); } while (pointer !== null && !hasOwn(pointer, 'toString'));
-      if (pointer === null) return true;
-      const desc = ObjectGetOwnPropertyDescriptor(pointer, 'constructor');
-      return desc !== undefined && typeof desc.value === 'function' && builtInObjects.has(desc.value.name);
-    } catch (e) {
-      return true;
-    }
-  }
-
-  function format(...args) {
-    const first = args[0];
-    let a = 0;
-    let str = '';
-    let join = '';
-    if (typeof first === 'string') {
-      if (args.length === 1) return first;
-      let tempStr;
-      let lastPos = 0;
-      for (let i = 0; i < first.length - 1; i++) {
-        if (first.charCodeAt(i) === 37) { // '%'
-          const nextChar = first.charCodeAt(++i);
-          if (a + 1 !== args.length) {
-            switch (nextChar) {
-              case 115: { // 's'
-                const arg = args[++a];
-                if (typeof arg === 'number') tempStr = formatNumber(arg);
-                else if (typeof arg === 'bigint') tempStr = `${arg}n`;
-                else if (typeof arg !== 'object' || arg === null || !hasBuiltInToString(arg)) tempStr = safeString(arg);
-                else tempStr = inspect(arg, { depth: 0 });
-                break;
-              }
-              case 106: { // 'j'
-                try { tempStr = JSONstringify(args[++a]); } catch (e) { tempStr = '[Circular]'; }
-                break;
-              }
-              case 100: { // 'd'
-                const n = args[++a];
-                if (typeof n === 'bigint') tempStr = `${n}n`;
-                else if (typeof n === 'symbol') tempStr = 'NaN';
-                else tempStr = formatNumber(Number(n));
-                break;
-              }
-              case 79: tempStr = inspect(args[++a]); break; // 'O'
-              case 111: tempStr = inspect(args[++a], { depth: 4 }); break; // 'o'
-              case 105: { // 'i'
-                const n = args[++a];
-                if (typeof n === 'bigint') tempStr = `${n}n`;
-                else if (typeof n === 'symbol') tempStr = 'NaN';
-                else tempStr = formatNumber(Number.parseInt(n));
-                break;
-              }
-              case 102: { // 'f'
-                const n = args[++a];
-                tempStr = typeof n === 'symbol' ? 'NaN' : formatNumber(Number.parseFloat(n));
-                break;
-              }
-              case 99: a += 1; tempStr = ''; break; // 'c'
-              case 37: str += first.slice(lastPos, i); lastPos = i + 1; continue; // '%%'
-              default: continue;
-            }
-            if (lastPos !== i - 1) str += first.slice(lastPos, i - 1);
-            str += tempStr;
-            lastPos = i + 1;
-          } else if (nextChar === 37) {
-            str += first.slice(lastPos, i);
-            lastPos = i + 1;
-          }
-        }
-      }
-      if (lastPos !== 0) {
-        a++;
-        join = ' ';
-        if (lastPos < first.length) str += first.slice(lastPos);
-      }
-    }
-    while (a < args.length) {
-      const value = args[a];
-      str += join;
-      const t = typeof value;
-      // Primitives print the same as inspect() would, without its machinery.
-      if (t === 'string') str += value;
-      else if (t === 'number') str += formatNumber(value);
-      else if (t === 'boolean' || value === undefined || value === null) str += String(value);
-      else str += inspect(value);
-      join = ' ';
-      a++;
-    }
-    return str;
-  }
-
-
-  ObjectDefineProperty(global, '__vmi', {
-    value: { uncurry, JSONstringify, JSONparse, ObjectKeys, ObjectGetOwnPropertySymbols, ObjectGetOwnPropertyNames, ObjectGetOwnPropertyDescriptor, ObjectGetPrototypeOf, ObjectDefineProperty, ObjectIs, ArrayIsArray, hasOwn, propertyIsEnumerable, objectToString, functionToString, symbolToString, promiseThen, PromiseCtor, promiseResolve, WeakMapCtor, MapCtor, indirectEval, now, tryCall, isDate, isMap, isSet, isRegExp, isError, isPromise, trackPromise, inspect, format, formatNumber, safeString, errorHeader, errorStack, cleanFrames, mapEntries, setValues, hostConsole, hostEvent, hostCall, hostNow, acorn },
-    writable: false, configurable: true, enumerable: false,
+  Object.assign(vmi, {
+    inspect, formatNumber, safeString, builtInObjects, errorHeader, errorStack, cleanFrames,
   });
-})(globalThis);
+})(globalThis, globalThis.__vmi);

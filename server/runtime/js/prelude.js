@@ -1,4 +1,4 @@
-// vm-system prelude, part 5 of 5: the execution state machine, timers (foreground and
+// vm-system prelude, part 8 of 8: the execution state machine, timers (foreground and
 // background), require and the globals. Evaluated once per JsEngine after the other parts (see
 // engine.py); it deletes their shared namespace `__vmi`.
 //

@@ -1,4 +1,4 @@
-// vm-system prelude, part 2 of 5: the REPL / script transform (top-level let/const/class
+// vm-system prelude, part 5 of 8: the REPL / script transform (top-level let/const/class
 // persist as globals, top-level await, the last expression is the value), on the vendored acorn.
 (function (global, I) {
   'use strict';

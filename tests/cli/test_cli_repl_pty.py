@@ -11,13 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests import test_cli
-from tests.test_cli import VM_SYSTEM, LiveServer, api_json
+from tests.cli.support import VM_SYSTEM, LiveServer, api_json
 
 pexpect = pytest.importorskip("pexpect")
-
-
-server = test_cli.server  # a real server in this process, on a free port
 
 
 @pytest.fixture

@@ -16,15 +16,15 @@ import pytest
 
 from server.cli.help import TOPICS
 from server.runtime import libraries
-from tests import test_cli_upstream as upstream
+from tests.cli import test_cli_upstream as upstream
+from tests.cli.support import VM_SYSTEM, LiveServer, StaticHttp, run
 from tests.conftest import MISSING, free_port, stop_process
-from tests.test_cli import VM_SYSTEM, LiveServer, StaticHttp, run
 from tests.test_libraries import FakeRegistry, registry  # noqa: F401 - the fixture
 from tests.test_upstream_scripts import publish_catalog
 
-server, worktree = upstream.server, upstream.worktree  # the fixtures
+worktree = upstream.worktree  # the fixture (the server is in conftest.py)
 cli, ok, new_session, new_template = upstream.cli, upstream.ok, upstream.new_session, upstream.new_template
-TOPIC_DIR = Path(__file__).resolve().parent.parent / "server" / "cli" / "topics"
+TOPIC_DIR = Path(__file__).resolve().parents[2] / "server" / "cli" / "topics"
 
 
 # -- 1 Global options and help ------------------------------------------------------------------

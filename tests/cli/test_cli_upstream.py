@@ -19,11 +19,8 @@ from click.testing import Result
 
 from server.client import VmClient
 from server.runtime import libraries, modules
-from tests import test_cli
+from tests.cli.support import LiveServer, run
 from tests.conftest import free_port
-from tests.test_cli import LiveServer, run
-
-server = test_cli.server  # the fixture: a real server (create_app) on a free port
 
 TEMPLATE_ID = re.compile(r"Created template: .* \(ID: ([0-9a-f-]+)\)")
 SESSION_ID = re.compile(r"Created session: ([0-9a-f-]+)")

@@ -13,10 +13,7 @@ from click.testing import CliRunner, Result
 
 from server.cli import cli
 from server.cli.resolve import _pick
-from tests import test_cli
-from tests.test_cli import CLEAN_ENV, LiveServer, api, api_json
-
-server = test_cli.server  # a real server in this process, on a free port
+from tests.cli.support import CLEAN_ENV, LiveServer, api, api_json
 
 
 @pytest.fixture
