@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: install browser sandbox run test lint typecheck bench clean
+.PHONY: install browser sandbox postgres run test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ sandbox:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends bubblewrap ; }
 
+# The local PostgreSQL the tests use (127.0.0.1:5432, user postgres, database test): installed,
+# started and configured if it does not answer yet.
+postgres:
+	@bash .ci/postgres.sh
+
 run: install
 	$(BIN)/vm-system serve
 
@@ -39,7 +44,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy server
 
-test: install browser sandbox lint typecheck
+test: install browser sandbox postgres lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: install
