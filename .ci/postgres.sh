@@ -22,7 +22,7 @@ if ! can_connect; then
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
     fi
-    version="$(ls /etc/postgresql | sort -V | tail -1)"
+    version="$( (ls /etc/postgresql 2>/dev/null || true) | sort -V | tail -1)"
     if [ -z "$version" ]; then
         version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
         $SUDO pg_createcluster "$version" main
