@@ -229,6 +229,7 @@ class WorkerHandle:
         try:
             while True:
                 (size,) = header.unpack(await reader.readexactly(header.size))
+                protocol.check_size(size)
                 msg = protocol.decode(await reader.readexactly(size))
                 if type(msg) is protocol.Events:
                     self._on_events(msg)

@@ -1,14 +1,16 @@
 """The server <-> worker channel: its framing and the typed messages it carries.
 
 Each worker has two channels to the server. ``main`` is a stream socket carrying length-prefixed
-pickled messages in both directions (commands, events, results). ``ctl`` is a SEQPACKET socket
-that carries file descriptors (SCM_RIGHTS): a worker hands the server the channel of each new
-checkpoint over it, and the server talks to a frozen checkpoint over that checkpoint's own
-``ctl`` channel. Every message is one of the dataclasses below; sender and receiver share them.
+pickled messages in both directions (commands, events, results), rebuilt by a restricted
+unpickler that knows only the classes below. ``ctl`` is a SEQPACKET socket that carries file
+descriptors (SCM_RIGHTS): a worker hands the server the channel of each new checkpoint over it,
+and the server talks to a frozen checkpoint over that checkpoint's own ``ctl`` channel. Every
+message is one of the dataclasses below; sender and receiver share them.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import socket
 import struct
@@ -170,8 +172,31 @@ def encode(msg: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+class _MessageUnpickler(pickle.Unpickler):
+    """Rebuilds this module's messages and plain data, nothing else.
+
+    A worker runs hostile JavaScript: if a QuickJS bug ever handed it control, a plain
+    ``pickle.loads`` in the server would run whatever callable the worker's bytes named. Only
+    the message classes below may be named; everything else in a message is builtin data
+    (str, int, float, bool, None, bytes, list, tuple, dict), which pickle rebuilds without
+    naming any class.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name in MESSAGE_TYPES:
+            return MESSAGE_TYPES[name]
+        raise pickle.UnpicklingError(f"a worker message may not name {module}.{name}")
+
+
 def decode(body: bytes) -> Any:
-    return pickle.loads(body)
+    return _MessageUnpickler(io.BytesIO(body)).load()
+
+
+def check_size(size: int) -> int:
+    """A frame's announced size, refused past ``MAX_FRAME`` (before anything is read)."""
+    if size > MAX_FRAME:
+        raise pickle.UnpicklingError(f"a worker message of {size} bytes is over the {MAX_FRAME}-byte limit")
+    return size
 
 
 def recv_blocking(sock: socket.socket) -> Any | None:
@@ -180,7 +205,7 @@ def recv_blocking(sock: socket.socket) -> Any | None:
     if header is None:
         return None
     (size,) = HEADER.unpack(header)
-    body = _recv_exact(sock, size)
+    body = _recv_exact(sock, check_size(size))
     if body is None:
         return None
     return decode(body)
@@ -222,3 +247,27 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+MESSAGE_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        Init,
+        Run,
+        Cancel,
+        CancelBackground,
+        Ready,
+        InitFailed,
+        Events,
+        Done,
+        Stuck,
+        BackgroundEnded,
+        Checkpointed,
+        Promote,
+        Fork,
+        Complete,
+        Forked,
+        Completions,
+    )
+}
+"""Every message class: the only classes ``decode`` rebuilds."""
