@@ -24,7 +24,8 @@ class BuildPyWithUi(build_py):
         root = Path(__file__).resolve().parent
         for name in UI_DIRS:
             target = Path(self.build_lib) / "server" / name
-            shutil.copytree(root / name, target, dirs_exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)  # a file deleted from the tree leaves the wheel too
+            shutil.copytree(root / name, target)
 
 
 setup(cmdclass={"build_py": BuildPyWithUi})
