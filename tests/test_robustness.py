@@ -11,7 +11,7 @@ import time
 
 from server.app import POOL, create_app
 from server.http.keys import SERVICES
-from tests.conftest import Api, session_body
+from tests.conftest import Api, eventually, session_body
 from tests.test_pipeline_faults import FaultyStore
 
 
@@ -177,3 +177,39 @@ async def test_a_patch_that_changes_nothing_keeps_updated_at(api, client):
     r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={})
     assert r.status == 200
     assert (await r.json())["template"]["updated_at"] == tpl["updated_at"]
+
+
+async def test_requests_that_arrive_during_a_rebuild_wait_for_it(api, client, worktree):
+    # A start-up file that takes a while makes the rebuild (a reset from the template: the
+    # checkpoint dies too) long enough for requests to arrive while it runs.
+    (worktree / "slow.js").write_text(
+        "var t0 = Date.now(); while (Date.now() - t0 < 700) {} var booted = (globalThis.booted || 0) + 1"
+    )
+    tpl = await api.template(limits={"cpu_ms": 5000, "wall_ms": 10_000})
+    r = await client.post(f"/api/v1/templates/{tpl['id']}/startup-files", json={"path": "slow.js"})
+    assert r.status == 201
+    s = await api.session(tpl["id"])
+    assert (await api.value(s["id"], "var kept = 1; booted"))["json"] == 1
+    worker = client.server.app[SERVICES].sessions.live[s["id"]].worker
+    ckpt = await worker.current_checkpoint()
+    assert ckpt is not None
+    for pid in (ckpt.pid, worker.pid):
+        os.kill(pid, signal.SIGKILL)
+
+    async def gone() -> bool:
+        return not worker.alive
+
+    await eventually(gone)  # the server has seen the worker go
+    # An execution and a fork at once: they arrive during the rebuild the server started by
+    # itself (or the execution starts it) and wait for it instead of failing.
+    run = api.repl(s["id"], "[typeof kept, booted]")
+    fork = client.post(f"/api/v1/sessions/{s['id']}/fork", json={})
+    (status, body), forked = await asyncio.gather(run, fork)
+    assert status == 201 and body["status"] == "ok", (status, body.get("error"), body.get("events"))
+    assert body["result"]["json"] == ["undefined", 1]  # reset from the template, once
+    assert forked.status == 201, await forked.text()
+    child = await forked.json()
+    assert (await api.value(child["id"], "booted"))["json"] == 1
+    meta = (await api.get_session(s["id"]))["runtime_meta"]
+    assert meta["resets"] == 1
+    assert all(e["status"] != "running" for e in await _executions(client, s["id"]))

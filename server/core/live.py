@@ -23,7 +23,7 @@ from server.core.templates import TemplateService
 from server.events import EventBatch
 from server.pipeline.background import BackgroundExecution
 from server.pipeline.bus import EventBus
-from server.pipeline.executions import ExecRequest, ExecutionPipeline
+from server.pipeline.executions import WAIT_FOR_REBUILD_S, ExecRequest, ExecutionPipeline
 from server.pipeline.finalizer import Recovery
 from server.pipeline.writer import EventWriter
 from server.runtime import libraries, modules, protocol
@@ -75,6 +75,8 @@ class LiveSession(BackgroundListener):
         self.closing = False
         self.last_used = time.monotonic()
         self.background: BackgroundExecution | None = None
+        self._rebuilt = asyncio.Event()  # clear while ``recover`` replaces the worker
+        self._rebuilt.set()
 
     # ------------------------------------------------------------------ state
 
@@ -191,6 +193,13 @@ class LiveSession(BackgroundListener):
     async def recover(self, reason: str, *, clear_background: bool = False) -> Recovery:
         """The worker was killed or died: continue from the checkpoint, or rebuild from the
         template when there is none (lock held)."""
+        self._rebuilt.clear()
+        try:
+            return await self._recover(reason, clear_background)
+        finally:
+            self._rebuilt.set()
+
+    async def _recover(self, reason: str, clear_background: bool) -> Recovery:
         old = self.worker
         self.worker = None
         ckpt = old.take_checkpoint() if old is not None else None
@@ -215,6 +224,10 @@ class LiveSession(BackgroundListener):
             self.background = None
             bg.finish_soon(code, cpu_ms=stuck[1] if stuck is not None else 0.0, recovery=recovery)
         return recovery
+
+    @property
+    def rebuilding(self) -> bool:
+        return not self._rebuilt.is_set()
 
     @property
     def worker_pid(self) -> int | None:
@@ -306,6 +319,9 @@ class LiveSession(BackgroundListener):
 
     async def fork_worker(self, config: dict[str, Any]) -> tuple[WorkerHandle, str | None]:
         """A new worker from this session's checkpoint, and the execution it reflects."""
+        if not self._rebuilt.is_set():  # a rebuild in progress: wait for it, as executions do
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rebuilt.wait(), WAIT_FOR_REBUILD_S)
         worker = self.worker
         ckpt = None
         if worker is not None and self.ctx.settings.checkpoints:

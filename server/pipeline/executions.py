@@ -50,6 +50,9 @@ class SessionRuntime(Protocol):
     background: BackgroundExecution | None
     limits: dict[str, Any]
 
+    @property
+    def rebuilding(self) -> bool: ...  # its worker is being replaced (start-up files may be running)
+
     async def current_limits(self) -> dict[str, Any]: ...
 
     async def recover(self, reason: str, *, clear_background: bool = False) -> Recovery: ...
@@ -130,7 +133,8 @@ class ExecutionPipeline:
         (``queue``), or after a rebuild in progress; otherwise the session is busy."""
         self._check_ready(live)
         if live.lock.locked():
-            if live.running is not None and not req.queue:
+            # A start-up file of a rebuild is not another execution: wait for the rebuild.
+            if live.running is not None and not req.queue and not live.rebuilding:
                 raise errors.SessionBusy(
                     f"session {live.id} is running another execution; wait for it, cancel it, "
                     'or send "queue": true to run after it',
