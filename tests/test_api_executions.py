@@ -307,6 +307,28 @@ async def test_executions_list_newest_first_with_limit(client, api):
     assert await history(client, other["id"]) == []
 
 
+async def test_executions_list_pages_with_a_before_cursor(client, api):
+    s = await api.session()
+    ids = [(await api.repl(s["id"], str(i)))[1]["id"] for i in range(7)]
+    pages, before = [], None
+    while True:
+        page = await history(client, s["id"], limit=3, **({"before": before} if before else {}))
+        if not page:
+            break
+        pages.append([e["id"] for e in page])
+        before = page[-1]["id"]
+    assert pages == [ids[6:3:-1], ids[3:0:-1], ids[0:1]]  # newest first, each once, none skipped
+    # A cursor that is not an execution of this session is an error, not an empty page.
+    other = await api.session()
+    foreign = (await api.repl(other["id"], "1"))[1]["id"]
+    for bad in (foreign, MISSING):
+        r = await client.get("/api/v1/executions", params={"session_id": s["id"], "before": bad})
+        err = await expect_error(r, 400, "VALIDATION_ERROR")
+        assert f"before={bad} is not an execution of session {s['id']}" in err["message"]
+    r = await client.get("/api/v1/executions", params={"session_id": s["id"], "before": "nope"})
+    assert "before execution" in (await expect_error(r, 400, "VALIDATION_ERROR"))["message"]
+
+
 async def test_executions_list_parameter_errors(client, api):
     s = await api.session()
     for limit in ("0", "1001", "x", "-1", "1.5", ""):

@@ -95,6 +95,23 @@ async def test_the_history_page_searches_filters_and_pages(page: Any, ui: Ui) ->
     await page.get_by_label("Search inputs and files").fill("no such input")
     await expect(page.locator("#history-body")).to_contain_text("No execution matches these filters.")
 
+    # Read 50 at a time: older executions come with the REST cursor (`before`), none twice.
+    await page.goto(ui.url(f"/sessions/{sid}/history?batch=50"))
+    more = page.get_by_role("button", name="Load older executions")
+    await expect(page.locator("#history-range")).to_have_text(
+        "Showing 1–50 of 50. Older executions are not loaded yet."
+    )
+    await more.click()
+    await expect(page.locator("#history-range")).to_have_text(
+        "Showing 1–100 of 100. Older executions are not loaded yet."
+    )
+    await more.click()
+    await expect(page.locator("#history-range")).to_have_text("Showing 1–100 of 127.")
+    await expect(more).to_be_hidden()
+    await page.get_by_role("button", name="Older →").click()
+    await expect(rows).to_have_count(27)
+    await expect(rows.last).to_contain_text("'item 0'")
+
 
 async def test_form_errors_show_next_to_their_form_and_stay_in_view(page: Any, ui: Ui) -> None:
     tpl = await ui.call("POST", "/templates", {"name": "errors-here"})

@@ -262,8 +262,11 @@ class VmClient(_ClosesOnExit):
 
     # -- executions -------------------------------------------------------------------------
 
-    async def list_executions(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        params = {"session_id": session_id, "limit": limit}
+    async def list_executions(
+        self, session_id: str, *, limit: int | None = None, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``before``: only those older than that execution (the next page)."""
+        params = {"session_id": session_id, "limit": limit, "before": before}
         return await self.request("GET", "/executions", params=params)
 
     async def get_execution(self, execution_id: str) -> dict[str, Any]:

@@ -115,13 +115,23 @@ class ExecutionService:
             )
         return row
 
-    async def list(self, raw_session_id: str | None, raw_limit: str | None) -> builtins.list[dict[str, Any]]:
+    async def list(
+        self, raw_session_id: str | None, raw_limit: str | None, raw_before: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
         if not raw_session_id:
             raise errors.ValidationError("session_id query parameter is required")
         session_id = parse_uuid(raw_session_id, "session")
         limit = parse_int(raw_limit, "limit", default=50, lo=1, hi=MAX_EXECUTIONS_PAGE)
+        before = None if raw_before is None else parse_uuid(raw_before, "before execution")
         await self.sessions.get(session_id)
-        return await self.store.list_executions(session_id=session_id, limit=limit)
+        rows = await self.store.list_executions(session_id=session_id, limit=limit, before=before)
+        if rows is None:
+            raise errors.ValidationError(
+                f"before={before} is not an execution of session {session_id}; pass the id of the "
+                "last execution of the previous page",
+                field="before",
+            )
+        return rows
 
     async def events(
         self, raw_id: str, raw_after: str | None, raw_limit: str | None

@@ -195,7 +195,9 @@ def _execution_response(outcome: ExecOutcome) -> web.Response:
 
 async def list_executions(request: web.Request) -> web.Response:
     q = request.query
-    return json_response(await _svc(request).executions.list(q.get("session_id"), q.get("limit")))
+    return json_response(
+        await _svc(request).executions.list(q.get("session_id"), q.get("limit"), q.get("before"))
+    )
 
 
 async def execute_repl(request: web.Request) -> web.Response:

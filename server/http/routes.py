@@ -323,6 +323,7 @@ ROUTES: tuple[Route, ...] = (
         query=(
             Param("session_id", {"type": "string", "format": "uuid"}, required=True),
             Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_EXECUTIONS_PAGE}),
+            Param("before", {"type": "string", "format": "uuid"}),
         ),
         errors=("VALIDATION_ERROR", "SESSION_NOT_FOUND"),
     ),

@@ -374,18 +374,41 @@ class Store(Database):
             operation="read execution",
         )
 
-    async def list_executions(self, *, session_id: str, limit: int) -> list[dict[str, Any]]:
-        return await self.read(
-            lambda c: self._all(
+    async def list_executions(
+        self, *, session_id: str, limit: int, before: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """Newest first; with ``before`` (an execution id of the session), only older ones.
+        None when ``before`` names no execution of this session."""
+
+        def run(c: Connection) -> list[dict[str, Any]] | None:
+            if before is None:
+                return self._all(
+                    c,
+                    "executions",
+                    f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE session_id=:sid "
+                    "ORDER BY started_at DESC, id DESC LIMIT :lim",
+                    sid=session_id,
+                    lim=limit,
+                )
+            mark = c.execute(
+                text("SELECT started_at FROM executions WHERE id=:id AND session_id=:sid"),
+                {"id": before, "sid": session_id},
+            ).first()
+            if mark is None:
+                return None
+            return self._all(
                 c,
                 "executions",
                 f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE session_id=:sid "
+                "AND (started_at < :at OR (started_at = :at AND id < :id)) "
                 "ORDER BY started_at DESC, id DESC LIMIT :lim",
                 sid=session_id,
+                at=mark[0],
+                id=before,
                 lim=limit,
-            ),
-            operation="list executions",
-        )
+            )
+
+        return await self.read(run, operation="list executions")
 
     async def list_events(self, *, execution_id: str, after_seq: int, limit: int) -> list[EventTuple]:
         """Raw rows ``(id, execution_id, seq, ts, type, payload_json)``, ascending by seq."""

@@ -212,6 +212,25 @@ async def test_list_executions_newest_first_with_limit(store: Store) -> None:
     assert [r["id"] for r in await store.list_executions(session_id=sess["id"], limit=1)] == [rows[1]["id"]]
 
 
+async def test_list_executions_pages_by_a_before_cursor_even_on_equal_start_times(store: Store) -> None:
+    sess = await make_session(store)
+    other = await make_session(store)
+    rows = [await make_execution(store, sess["id"], at=at) for at in (1, 2, 2, 2, 3)]
+    expected = [r["id"] for r in sorted(rows, key=lambda r: (r["started_at"], r["id"]), reverse=True)]
+    seen: list[str] = []
+    before = None
+    while True:
+        page = await store.list_executions(session_id=sess["id"], limit=2, before=before)
+        assert page is not None
+        if not page:
+            break
+        seen += [r["id"] for r in page]
+        before = page[-1]["id"]
+    assert seen == expected  # the ties at 2 come in id order, none twice, none skipped
+    foreign = await make_execution(store, other["id"], at=1)
+    assert await store.list_executions(session_id=sess["id"], limit=2, before=foreign["id"]) is None
+
+
 async def test_failing_batch_writes_nothing(store: Store) -> None:
     sess = await make_session(store)
     ex = await make_execution(store, sess["id"])

@@ -1,15 +1,16 @@
 // History: every execution of a session, newest first, each linking to its full event log,
 // with a text search, status and kind filters, and pages of 100.
 //
-// The REST list has no cursor and answers at most 1,000 executions (`limit` 1..1000, newest
-// first), so the page reads those once and filters and pages them in the browser; when a
-// session has more, the page says that older ones cannot be listed here.
+// The REST list answers at most 1,000 executions at a time (`limit` 1..1000, newest first) and
+// continues with `before=<the oldest id so far>`: the page reads the newest 1,000, filters and
+// pages them in the browser, and "Load older executions" reads the next 1,000.
 
 import { get } from "../api.js";
 import { $, h, mainData, fmtTime, fmtDuration, badge, shortId, onReconnect, showError, showNotFound } from "../dom.js";
 
 const SID = mainData("sessionId");
-const MAX = 1000; // the API's largest `limit`
+// Executions read at a time: the API's largest `limit`, or fewer with `?batch=N` in the address.
+const MAX = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get("batch")) || 1000));
 const PER_PAGE = 100;
 const body = $("#history-body");
 const textEl = $("#history-text");
@@ -17,7 +18,8 @@ const statusEl = $("#history-status");
 const kindEl = $("#history-kind");
 $("#session-link").textContent = `session ${shortId(SID)}`;
 
-const state = { all: [], page: 0 };
+const state = { all: [], page: 0, more: false };
+const moreEl = $("#history-more");
 
 function summary(ex) {
   if (ex.kind === "repl") return ex.input ?? "";
@@ -74,8 +76,9 @@ function render() {
   $("#history-older").disabled = state.page >= pages - 1;
   const filtered = list.length !== state.all.length ? ` (${list.length.toLocaleString("en-US")} of ${state.all.length.toLocaleString("en-US")} match)` : "";
   const range = shown.length ? `${(from + 1).toLocaleString("en-US")}–${(from + shown.length).toLocaleString("en-US")}` : "0";
-  const capped = state.all.length >= MAX ? ` Only the newest ${MAX.toLocaleString("en-US")} executions can be listed here; older ones are still reachable by id.` : "";
+  const capped = state.more ? ` Older executions are not loaded yet.` : "";
   $("#history-range").textContent = `Showing ${range} of ${list.length.toLocaleString("en-US")}${filtered}.${capped}`;
+  moreEl.hidden = !state.more;
 }
 
 let gone = false;
@@ -86,6 +89,7 @@ async function load() {
     // The execution list of an unknown session is just empty: ask for the session itself.
     await get(`/sessions/${SID}`);
     state.all = await get(`/executions?session_id=${SID}&limit=${MAX}`);
+    state.more = state.all.length === MAX;
     render();
   } catch (err) {
     if (err.status === 404) {
@@ -112,6 +116,22 @@ $("#history-newer").addEventListener("click", () => {
 $("#history-older").addEventListener("click", () => {
   state.page += 1;
   render();
+});
+
+moreEl.addEventListener("click", async () => {
+  moreEl.disabled = true;
+  try {
+    const oldest = state.all[state.all.length - 1];
+    const older = await get(`/executions?session_id=${SID}&limit=${MAX}&before=${oldest.id}`);
+    const seen = new Set(state.all.map((ex) => ex.id));
+    state.all = state.all.concat(older.filter((ex) => !seen.has(ex.id)));
+    state.more = older.length === MAX;
+    render();
+  } catch (err) {
+    showError(err, "Could not load older executions");
+  } finally {
+    moreEl.disabled = false;
+  }
 });
 
 onReconnect(load);
