@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: install browser sandbox postgres run test lint typecheck bench clean
+.PHONY: install browser sandbox postgres run test lint typecheck bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,28 @@ test: install browser sandbox postgres lint typecheck
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# `make bench-peers`: vm-system against a Jupyter server with ipykernel and with the Deno kernel
+# (docs/performance.md, "Peers"). The peers live in their own environment, bench/peers/.env: a
+# Python venv for Jupyter and an npm prefix for Deno (from the npm registry), rebuilt when the
+# pinned versions (bench/peers/requirements.txt, bench/peers/package.json) change. Not in `make test`.
+PEERS       := bench/peers/.env
+PEERS_STAMP := $(PEERS)/.installed-stamp
+$(PEERS_STAMP): bench/peers/requirements.txt bench/peers/package.json
+	@command -v npm >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm ; }
+	rm -rf $(PEERS)
+	$(PYTHON) -m venv $(PEERS)/venv
+	$(PEERS)/venv/bin/pip install --quiet --upgrade pip
+	$(PEERS)/venv/bin/pip install --quiet -r bench/peers/requirements.txt
+	mkdir -p $(PEERS)/npm && cp bench/peers/package.json $(PEERS)/npm/
+	npm install --prefix $(PEERS)/npm --no-audit --no-fund --loglevel=error
+	HOME=$(abspath $(PEERS))/home $(PEERS)/npm/node_modules/.bin/deno jupyter --install --force
+	touch $@
+
+bench-peers: install $(PEERS_STAMP)
+	$(BIN)/python bench/peers/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info
