@@ -144,7 +144,7 @@ def table(summaries: dict[str, dict[str, float]], counts: Counts) -> tuple[str, 
 def failure_notes(results: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The rounds that failed, and why (their figures are missing from the table)."""
     return [
-        f"{side}, round {i + 1}: FAILED: {r['error']}"
+        f"{side}, round {i + 1}: FAILED: {r['error']}; the server's log ends: {' | '.join(r['log'][-3:])}"
         for side, rounds in results.items()
         for i, r in enumerate(rounds)
         if "error" in r

@@ -47,18 +47,21 @@ def server_for(side: str, tmp: Path) -> Any:
 
 
 async def run_side(side: str, counts: Counts) -> dict[str, Any]:
-    """One round of one side; ``{"error": ...}`` instead of its figures when something failed."""
+    """One round of one side; ``{"error", "log"}`` instead of its figures when it failed."""
     t0 = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+    phase: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+        try:
             async with asyncio.timeout(SIDE_TIMEOUT_S), server_for(side, Path(tmp)) as server:
-                out = await one_round(server, counts)
+                out = await one_round(server, counts, phase)
             out["persisted"] = servers.persisted(server)  # after the stop: flushed and checkpointed
-    except Exception as exc:  # noqa: BLE001 - reported in the table; the other sides go on
-        return {
-            "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
-            "seconds": round(time.monotonic() - t0, 1),
-        }
+        except Exception as exc:  # noqa: BLE001 - reported in the table; the other sides go on
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return {
+                "error": f"{error} (during {phase.get('now', 'the server start')})",
+                "seconds": round(time.monotonic() - t0, 1),
+                "log": servers.log_tail(Path(tmp)),
+            }
     out["seconds"] = round(time.monotonic() - t0, 1)
     conc = out["concurrent"]
     conc["latency_ms"] = summary(conc.pop("latencies"), scale=1000)
@@ -67,8 +70,9 @@ async def run_side(side: str, counts: Counts) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace, counts: Counts) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    sides = [side for side in SIDES if side in args.sides]
     for r in range(args.rounds):
-        order = SIDES[r % len(SIDES) :] + SIDES[: r % len(SIDES)]
+        order = sides[r % len(sides) :] + sides[: r % len(sides)]
         for side in order:
             print(f"round {r + 1}/{args.rounds}: {side} ...", end=" ", flush=True)
             out = await run_side(side, counts)
@@ -85,6 +89,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="tiny counts, to check that everything runs")
+    p.add_argument("--sides", nargs="+", choices=SIDES, default=SIDES, help="run only these sides")
     args = p.parse_args()
     problem = servers.missing_environment()
     if problem:

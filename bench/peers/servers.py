@@ -126,6 +126,12 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-2000:]
 
 
+def log_tail(tmp: Path, lines: int = 30) -> list[str]:
+    """The last lines of the server's log in ``tmp`` (for a round that failed)."""
+    log = tmp / "server.log"
+    return log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+
+
 def _stop(proc: subprocess.Popen[bytes], tree: dict[int, int]) -> None:
     """SIGTERM the server, then SIGKILL what is left of the process tree seen while it ran
     (a process counts as left only if its pid still has the start time it had then)."""

@@ -118,16 +118,19 @@ async def concurrent(kernels: list[Kernel], code: str, seconds: float, warmup_s:
     return {"executions": len(latencies), "per_s": round(len(latencies) / seconds, 1), "latencies": latencies}
 
 
-async def one_round(server: Server, counts: Counts) -> dict[str, Any]:
-    """Every workload once on ``server``; raw samples (seconds, MB, counts)."""
+async def one_round(server: Server, counts: Counts, phase: dict[str, str]) -> dict[str, Any]:
+    """Every workload once on ``server``; raw samples (seconds, MB, counts). ``phase["now"]``
+    names the workload under way, for the report of a round that fails."""
     code = CODE[server.language]
     out: dict[str, Any] = {}
+    phase["now"] = "the first start"
     first, out["start_first_s"] = await timed_start(server)
     for _ in range(counts.warmup):
         await first.execute(code.round_trip)
     await asyncio.sleep(counts.settle)
     out["memory_1"] = memory(server, 1)
 
+    phase["now"] = "the starts"
     others: list[Kernel] = []
     out["start_s"] = []
     for _ in range(counts.starts):
@@ -139,11 +142,13 @@ async def one_round(server: Server, counts: Counts) -> dict[str, Any]:
     await asyncio.sleep(counts.settle)
     out["memory_n"] = memory(server, counts.sessions)
 
+    phase["now"] = "the concurrent clients"
     clients = [first, *others][: counts.clients]
     out["concurrent"] = await concurrent(clients, code.round_trip, counts.seconds, counts.warmup_s)
     await asyncio.gather(*(k.close() for k in others))
     await asyncio.sleep(counts.settle)  # let the closed ones go before timing the first alone
 
+    phase["now"] = "the round trips"
     out["round_trip_s"] = [(await first.execute(code.round_trip)).seconds for _ in range(counts.n)]
     await first.execute(code.state_init)
     out["stateful_s"] = [(await first.execute(code.state_step)).seconds for _ in range(counts.n)]
@@ -151,10 +156,12 @@ async def one_round(server: Server, counts: Counts) -> dict[str, Any]:
     if (check.value or check.late_value) != str(counts.n):
         raise RuntimeError(f"{server.kind}: the state did not hold: n is {check.value!r}, not {counts.n}")
     out["late_values"] = int(bool(check.late_value))
+    phase["now"] = "the first lines"
     out["first_line_s"] = []
     for _ in range(counts.first):
         outcome = await first.execute(code.first_line, linger=counts.linger, until="first_line")
         out["first_line_s"].append(outcome.first_line)
+    phase["now"] = "the flood"
     flood = await first.execute(code.flood.format(lines=counts.flood), linger=counts.linger)
     out["flood"] = {
         "lines": flood.lines + flood.late_lines,
