@@ -5,7 +5,8 @@
 - Rollback: a session spins in ``while (true) {}``; the bench SIGKILLs its worker and times how
   long until a queued ``1+1`` answers. Target: p50 within 50 ms of the kill.
 - Checkpoint cost, with heaps of about 1, 50 and 200 MB: the REPL round trip (``1+1``) p50 on a
-  server with checkpoints on against the same server with them off (the floor), and idle memory
+  server with checkpoints on against a server with them off (the floor; both up at once, measured
+  in alternating rounds), and idle memory
   per session (PSS of the worker plus its checkpoint) against a session without checkpoints.
   Targets (API.md §11 / issue 11): round trip <= 2x and memory <= 2x of the checkpoint-less floor.
 """
@@ -34,11 +35,12 @@ from common import (  # noqa: E402
 from sessions import descendants, memory_of  # noqa: E402
 
 PROGRAM = "snapshots"
-# Objects of about 130 bytes each on the QuickJS heap.
+# Objects of about 300 bytes each on the QuickJS heap (measured: PSS grows ~1 MB per 3,300).
 HEAP = (
     "var heap = []; for (let i = 0; i < {n}; i++) heap.push({{i, s: 'item ' + i, o: {{v: i}}}}); heap.length"
 )
-OBJECTS_PER_MB = 7700
+OBJECTS_PER_MB = 3300
+ROUNDS = 4  # alternating rounds of the heap round trips
 
 
 async def forks(c: Any, vm: Any, args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -84,27 +86,50 @@ async def rollbacks(c: Any, vm: Any, args: Any) -> dict[str, Any]:
 
 
 async def heap_costs(client: ClientProcess, args: Any) -> dict[str, Any]:
+    """Both servers up at once (checkpoints on and off), the same heap in a session of each, and
+    their round trips measured in alternating rounds, so that a slow phase hits both."""
     from server.client import VmClient
 
     out: dict[str, Any] = {}
-    for checkpoints in (False, True):
-        async with vm_server(checkpoints=checkpoints) as vm, VmClient(vm.url) as c:
+    async with (
+        vm_server(checkpoints=False) as off,
+        vm_server(checkpoints=True) as on,
+        VmClient(off.url) as c_off,
+        VmClient(on.url) as c_on,
+    ):
+        sides = {"off": (off, c_off), "on": (on, c_on)}
+        templates = {}
+        for name, (_vm, c) in sides.items():
             tpl = await c.create_template("bench-heap")
-            for mb in args.heaps:
-                s = await create_session(c, tpl["id"], vm.worktree)
+            # Room for the biggest heap (the default mem_mb, 128, would stop it short).
+            await c.update_template(tpl["id"], settings={"limits": {"mem_mb": 1024, "wall_ms": 60000}})
+            templates[name] = tpl["id"]
+        for mb in args.heaps:
+            sessions: dict[str, str] = {}
+            for name, (vm, c) in sides.items():
+                s = await create_session(c, templates[name], vm.worktree)
+                sessions[name] = s["id"]
                 if mb > 1:
-                    await c.repl(s["id"], HEAP.format(n=mb * OBJECTS_PER_MB))
+                    built = await c.repl(s["id"], HEAP.format(n=mb * OBJECTS_PER_MB))
+                    if built["status"] != "ok":
+                        raise RuntimeError(f"building a {mb} MB heap failed: {built.get('error')}")
                 await client.run(repl_loop, vm.url, s["id"], args.warmup, 0)
-                samples = (await client.run(repl_loop, vm.url, s["id"], args.n, 0))["result"]
-                await asyncio.sleep(args.settle)
-                pid = int((await c.get_session(s["id"]))["runtime_meta"]["worker_pid"])
+            samples: dict[str, list[float]] = {"off": [], "on": []}
+            for r in range(ROUNDS):
+                for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                    vm = sides[name][0]
+                    got = await client.run(repl_loop, vm.url, sessions[name], args.n // ROUNDS, 0)
+                    samples[name] += got["result"]
+            await asyncio.sleep(args.settle)
+            for name, (_vm, c) in sides.items():
+                pid = int((await c.get_session(sessions[name]))["runtime_meta"]["worker_pid"])
                 mem = memory_of([descendants(pid)])
-                out[f"{'on' if checkpoints else 'off'}_{mb}mb"] = {
-                    "roundtrip_ms": summary(samples, scale=1000),
+                out[f"{name}_{mb}mb"] = {
+                    "roundtrip_ms": summary(samples[name], scale=1000),
                     "pss_total_mb": mem["pss_total_mb"],
                     "processes": len(descendants(pid)),
                 }
-                await c.close_session(s["id"])
+                await c.close_session(sessions[name])
     return out
 
 
