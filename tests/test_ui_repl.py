@@ -146,7 +146,7 @@ async def test_clear_and_ctrl_l_hide_the_blocks_but_not_the_history(page: Any, u
 
 
 async def test_a_flood_keeps_the_newest_lines_and_the_log_jumps_to_its_end(page: Any, ui: Ui) -> None:
-    sid = await ui.session()
+    sid = await ui.session(wall_ms=120_000)  # room for the running execution below
     await open_repl(page, ui, sid)
     block = await run(page, "for (let i = 0; i < 12000; i++) console.log('L', i)")
 
@@ -187,7 +187,7 @@ async def test_a_flood_keeps_the_newest_lines_and_the_log_jumps_to_its_end(page:
         {
             "session_id": sid,
             "input": "for (let i = 0; i < 3000; i++) console.log(i);"
-            " await new Promise(r => setTimeout(r, 4000))",
+            " await new Promise(r => setTimeout(r, 60000))",  # still running when the page looks
             "wait": False,
         },
     )

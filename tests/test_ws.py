@@ -109,6 +109,29 @@ async def test_first_event_arrives_before_the_execution_ends(api):
     assert seen_console_while_running
 
 
+@pytest.mark.parametrize("lines", [3, 700])
+async def test_every_line_logged_before_a_wait_arrives_during_the_wait(api, lines):
+    # A burst is batched in the worker; when the code then waits (a long timer), the tail of the
+    # burst must go out at once, not when the code logs again or ends.
+    s = await _unlimited_session(api)
+    ws = await api.client.ws_connect("/api/v1/ws")
+    code = f"for (let i = 1; i <= {lines}; i++) console.log(i); await new Promise(r => setTimeout(r, 60000))"
+    await ws.send_json({"type": "execute", "id": 1, "session_id": s["id"], "input": code})
+    accepted = await ws.receive_json()
+    assert accepted["type"] == "accepted"
+    seen: list[str] = []
+    while len(seen) < lines:
+        msg = await asyncio.wait_for(ws.receive_json(), 10)  # far less than the 60 s wait
+        if msg["type"] == "events":
+            seen += [e["payload"]["text"] for e in msg["events"] if e["type"] == "console"]
+    assert seen == [str(i) for i in range(1, lines + 1)]
+    ex = await (await api.client.get(f"/api/v1/executions/{accepted['execution']['id']}")).json()
+    assert ex["status"] == "running"
+    r = await api.client.post(f"/api/v1/executions/{accepted['execution']['id']}/cancel")
+    assert (await r.json())["status"] == "cancelled"
+    await ws.close()
+
+
 async def test_disconnect_at_a_random_point_and_resume_loses_nothing(api):
     s = await _unlimited_session(api)
     n = 20_000

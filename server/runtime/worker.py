@@ -330,6 +330,9 @@ class Worker:
                 left = max(0.0, run.deadline - time.monotonic())
                 wait = left if wait is None else min(wait, left)
             if wait is None or wait > 0:
+                # The code waits: what it logged goes out now, not with its next line or its end
+                # (the watchdog that flushes aged batches only runs while JavaScript does).
+                self.out.flush()
                 self.wake.wait(wait)
                 self.wake.clear()
                 if run.cancelled or (run.deadline is not None and time.monotonic() >= run.deadline):
