@@ -3,7 +3,8 @@
 Console lines and other events are buffered and sent as ``Events`` batches: the first line
 after a quiet spell goes out at once (the first output reaches the user without delay), lines
 in a burst are batched (up to ``FLUSH_EVENTS``, or once the oldest has waited
-``FLUSH_AFTER_S``; the worker's watchdog thread flushes what waits longer). One batch holds one
+``FLUSH_AFTER_S``; the worker's watchdog thread flushes what waits longer while JavaScript runs,
+and the worker flushes everything when the code starts waiting). One batch holds one
 stream's events (foreground or background). Both of the worker's threads send, under one lock.
 """
 
