@@ -258,6 +258,42 @@ async def test_a_fork_in_a_subdirectory_narrows_its_worktree(api: Any, client: A
     assert body["status"] == "error" and "EACCES" in body["error"]["message"]
 
 
+async def test_a_rolled_back_session_and_a_fresh_fork_can_be_forked_at_once(api: Any, client: Any) -> None:
+    s = await api.session(cpu_ms=200, wall_ms=10_000)
+    await api.value(s["id"], "var kept = 41")
+    status, body = await api.repl(s["id"], SPIN)
+    assert body["events"][-1]["payload"]["state"] == "rolled_back"
+    # The promoted worker's checkpoints reflect the state before the kill: they are forkable.
+    r = await client.post(f"/api/v1/sessions/{s['id']}/fork", json={})
+    assert r.status == 201, await r.text()
+    child = await r.json()
+    r = await client.post(f"/api/v1/sessions/{child['id']}/fork", json={})  # a fork of a fresh fork
+    assert r.status == 201, await r.text()
+    grandchild = await r.json()
+    assert (await api.value(grandchild["id"], "kept + 1"))["json"] == 42
+
+
+async def test_a_fork_whose_checkpoint_died_says_try_again(api: Any, client: Any) -> None:
+    s = await api.session()
+    await api.value(s["id"], "var kept = 1")
+    worker = client.server.app[SERVICES].sessions.live[s["id"]].worker
+    ckpt = await worker.current_checkpoint()
+    assert ckpt is not None
+    os.kill(ckpt.pid, signal.SIGKILL)  # e.g. the kernel's OOM killer chose it
+    assert not wait_until_gone({ckpt.pid})
+    r = await client.post(f"/api/v1/sessions/{s['id']}/fork", json={})
+    err = await expect_error(r, 409, "SESSION_NOT_READY")
+    assert "try again" in err["message"]
+    # Its next execution takes a new checkpoint; then a fork works.
+    assert (await api.value(s["id"], "kept + 1"))["json"] == 2
+
+    async def forked() -> bool:
+        r = await client.post(f"/api/v1/sessions/{s['id']}/fork", json={})
+        return r.status == 201
+
+    await eventually(forked, within=10)
+
+
 async def test_fork_errors(api: Any, client: Any, tmp_path: Any) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     await expect_error(await client.post(f"/api/v1/sessions/{missing}/fork"), 404, "SESSION_NOT_FOUND")

@@ -335,6 +335,13 @@ class LiveSession(BackgroundListener):
         try:
             child = await ckpt.fork(self.ctx.pool.make_handle, config)
         except WorkerError as exc:
+            if exc.code == "WORKER_CRASHED":  # the checkpoint died (or was discarded) meanwhile
+                ckpt.close()
+                raise errors.SessionNotReady(
+                    f"session {self.id} has no checkpoint to fork from ({exc.message}); its "
+                    "next execution takes a new one: try again then",
+                    session_id=self.id,
+                ) from None
             raise errors.Internal(
                 f"could not fork session {self.id}: {exc.message}", session_id=self.id
             ) from None

@@ -365,6 +365,8 @@ class CheckpointHandle:
                 theirs.close()
             self._closed = True  # its channel now belongs to the promoted worker
             handle = make(mine, self.sock, self.pid)
+            # Its state is that after this checkpoint's execution: so are its next checkpoints.
+            handle.last_finished = self.execution_id
         await handle.open()
         await handle.ready()
         return handle
@@ -390,6 +392,7 @@ class CheckpointHandle:
                 ctl_mine.close()
                 raise WorkerError("WORKER_START_FAILED", "the checkpoint could not fork")
             handle = make(main_mine, ctl_mine, reply.pid)
+            handle.last_finished = self.execution_id  # as for a promotion
         await handle.open()
         await handle.ready()
         return handle
