@@ -61,3 +61,19 @@ def test_a_frame_over_the_limit_is_refused_before_it_is_read() -> None:
         a.sendall(protocol.HEADER.pack(protocol.MAX_FRAME + 1) + b"x" * 16)
         with pytest.raises(pickle.UnpicklingError, match="over the"):
             protocol.recv_blocking(b)
+
+
+def test_a_pid_is_checked_against_its_parent_before_the_server_trusts_it() -> None:
+    from server.runtime.handle import _child_of, parent_pid
+
+    assert parent_pid(os.getpid()) == os.getppid()
+    assert parent_pid(2**22 + 12345) is None  # no such process
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        assert _child_of(child, os.getpid())
+        assert not _child_of(os.getpid(), os.getpid())  # itself, e.g. the server's own pid
+        assert not _child_of(str(child), os.getpid()) and not _child_of(True, os.getpid())
+    finally:
+        os.waitpid(child, 0)

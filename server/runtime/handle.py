@@ -29,6 +29,20 @@ BACKSTOP_GRACE_S = 2.0
 READY_TIMEOUT_S = 30.0
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of process ``pid`` (from /proc), or None if it is gone or unreadable."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[1])  # the field after the state
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _child_of(pid: object, parent: int) -> bool:
+    return isinstance(pid, int) and not isinstance(pid, bool) and parent_pid(pid) == parent
+
+
 class WorkerError(Exception):
     """The worker could not be started or initialised."""
 
@@ -297,6 +311,12 @@ class WorkerHandle:
         if got is None or len(got[1]) != 1:
             log.error("worker %s announced checkpoint %s without its channel", self.pid, pid)
             return
+        if not _child_of(pid, self.pid):
+            # The server signals this pid later: it must be the worker's own child, never a
+            # process a worker taken over by its code would like killed.
+            log.error("worker %s announced checkpoint %r, which is not its child", self.pid, pid)
+            os.close(got[1][0])
+            return
         ckpt = CheckpointHandle(socket.socket(fileno=got[1][0]), pid, execution_id)
         self.since_checkpoint = 0 if execution_id == self.last_finished else self.since_checkpoint
         old, self.checkpoint = self.checkpoint, ckpt
@@ -387,7 +407,7 @@ class CheckpointHandle:
             finally:
                 main_theirs.close()
                 ctl_theirs.close()
-            if not isinstance(reply, protocol.Forked):
+            if not isinstance(reply, protocol.Forked) or not _child_of(reply.pid, self.pid):
                 main_mine.close()
                 ctl_mine.close()
                 raise WorkerError("WORKER_START_FAILED", "the checkpoint could not fork")
