@@ -294,6 +294,28 @@ async def test_a_fork_whose_checkpoint_died_says_try_again(api: Any, client: Any
     await eventually(forked, within=10)
 
 
+async def test_background_timers_share_a_checkpoint_instead_of_one_per_callback(
+    api: Any, client: Any
+) -> None:
+    s = await api.session(wall_ms=60_000)
+    pool = client.server.app[POOL]
+    code = "var n = 0; setInterval(() => n++, 3); 'started'"
+    status, body = await api.repl(s["id"], code, timers="background")
+    assert status == 201 and body["result"]["json"] == "started"
+    before = pool.checkpoints_taken
+
+    async def ticked() -> bool:
+        return (await api.value(s["id"], "n"))["json"] >= 150
+
+    await eventually(ticked)
+    # Each `n` above was an execution: a checkpoint before it (the callbacks changed the state)
+    # and one after it, at most; the ≥ 150 callbacks did not add one each, as they did when a
+    # checkpoint followed every callback.
+    executions = len(await history(client, s["id"], limit=1000))
+    taken = pool.checkpoints_taken - before
+    assert taken <= 2 * executions + 2, (taken, executions)
+
+
 async def test_fork_errors(api: Any, client: Any, tmp_path: Any) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     await expect_error(await client.post(f"/api/v1/sessions/{missing}/fork"), 404, "SESSION_NOT_FOUND")

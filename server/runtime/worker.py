@@ -48,6 +48,9 @@ STUCK_GRACE_S = 0.05  # how long code may keep running after a cancel / output l
 # the checkpoint taken before them.
 EXACT_MEMORY_BYTES = 96 * 1024 * 1024
 IDLE_FACTOR = 4.0
+# Background timers change the state at every callback: checkpoint once they pause this long,
+# not after each one (a 3 ms interval otherwise spent most of its time forking checkpoints).
+BACKGROUND_IDLE_S = 0.05
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -61,6 +64,7 @@ class Worker:
         self.background = Stream.background({})
         self.background_active = False  # the server has a background execution running
         self.stale = False  # the state changed since the last checkpoint
+        self.stale_at = 0.0  # when it last changed (monotonic)
         self.fork_cost = 0.0  # seconds the last checkpoint's fork took
         self.fresh_checkpoint = False  # no run since the last checkpoint
         self.checkpoint_delay = 0.0  # idle time before a deferred checkpoint
@@ -308,7 +312,7 @@ class Worker:
         self.last_execution = run.exec_id
         if self.background_active and left == 0:
             self.end_background(None)  # this run cleared the last background timer
-        self.stale = True
+        self.stale, self.stale_at = True, time.monotonic()
         self.checkpoint_delay = spec.checkpoint_delay
         if spec.checkpoint_delay <= 0 and self.small_heap():
             self.checkpoint()
@@ -371,7 +375,7 @@ class Worker:
             eng.run_timer()
             self._leave(stream)
             if stream.key == BACKGROUND:
-                self.stale = True
+                self.stale, self.stale_at = True, time.monotonic()
                 self._background_failure()
                 if stream.stop_code is not None:
                     self.end_background(stream.stop_code)
@@ -475,11 +479,15 @@ class Worker:
         while True:
             timeout = eng.next_due() if self.background_active else None
             idle_checkpoint = self.stale and self.checkpoints
+            wait = 0.0
             if idle_checkpoint:  # a deferred checkpoint: taken once the session is idle
                 wait = self.checkpoint_delay
                 if not self.small_heap():
                     wait = max(wait, self.fork_cost * IDLE_FACTOR)
-                timeout = wait if timeout is None else min(timeout, wait)
+                if self.background_active:  # timers that keep firing share one checkpoint
+                    wait = max(wait, BACKGROUND_IDLE_S)
+                due = self.stale_at + wait - time.monotonic()
+                timeout = due if timeout is None else min(timeout, due)
             try:
                 if timeout is not None and timeout <= 0:
                     msg = self.commands.get_nowait()
@@ -488,7 +496,7 @@ class Worker:
             except queue.Empty:
                 self._run_due_timers()
                 self.flush()  # nothing else would send a background callback's output
-                if idle_checkpoint and self.stale:
+                if idle_checkpoint and self.stale and time.monotonic() >= self.stale_at + wait:
                     self.checkpoint()
                 continue
             if isinstance(msg, protocol.Run):
