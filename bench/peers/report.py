@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common import fmt_num  # bench/ is on the path (servers.py puts it there)
 from workloads import Counts
 
 SIDES = ["vm-system", "ipykernel", "ipykernel+nodelay", "deno", "deno+nodelay"]
@@ -67,16 +68,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def fmt(v: float) -> str:
-    if math.isnan(v):
-        return "-"
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    return f"{v:.3g}"
+    return "-" if math.isnan(v) else fmt_num(v)
 
 
 def verdict(row: Row, values: dict[str, float]) -> str:
