@@ -381,31 +381,24 @@ class Store(Database):
         None when ``before`` names no execution of this session."""
 
         def run(c: Connection) -> list[dict[str, Any]] | None:
-            if before is None:
-                return self._all(
-                    c,
-                    "executions",
-                    f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE session_id=:sid "
-                    "ORDER BY started_at DESC, id DESC LIMIT :lim",
-                    sid=session_id,
-                    lim=limit,
-                )
-            mark = c.execute(
-                text("SELECT started_at FROM executions WHERE id=:id AND session_id=:sid"),
-                {"id": before, "sid": session_id},
-            ).first()
-            if mark is None:
-                return None
+            older, params = "", {}
+            if before is not None:
+                mark = c.execute(
+                    text("SELECT started_at FROM executions WHERE id=:id AND session_id=:sid"),
+                    {"id": before, "sid": session_id},
+                ).first()
+                if mark is None:
+                    return None
+                older = "AND (started_at < :at OR (started_at = :at AND id < :id)) "
+                params = {"at": mark[0], "id": before}
             return self._all(
                 c,
                 "executions",
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE session_id=:sid "
-                "AND (started_at < :at OR (started_at = :at AND id < :id)) "
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE session_id=:sid {older}"
                 "ORDER BY started_at DESC, id DESC LIMIT :lim",
                 sid=session_id,
-                at=mark[0],
-                id=before,
                 lim=limit,
+                **params,
             )
 
         return await self.read(run, operation="list executions")
