@@ -336,7 +336,7 @@ class Worker:
             if wait is None or wait > 0:
                 # The code waits: what it logged goes out now, not with its next line or its end
                 # (the watchdog that flushes aged batches only runs while JavaScript does).
-                self.out.flush()
+                self.flush()
                 self.wake.wait(wait)
                 self.wake.clear()
                 if run.cancelled or (run.deadline is not None and time.monotonic() >= run.deadline):
