@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -88,6 +89,22 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _small_receive_buffer(addr_info: Any) -> socket.socket:
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    return sock
+
+
+def slow_reader_session() -> aiohttp.ClientSession:
+    """A client whose sockets keep a small kernel receive buffer, for slow-reader tests.
+
+    Left to autotune (up to ``net.ipv4.tcp_rmem``'s maximum, 32 MB on some machines) the
+    buffer can absorb a whole flood, and the server never sees a slow reader.
+    """
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=_small_receive_buffer))
 
 
 def free_port() -> int:

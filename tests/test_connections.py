@@ -20,7 +20,7 @@ from aiohttp import web
 from server.app import create_app
 from server.config import Settings
 from server.http.transport import make_runner
-from tests.conftest import Api, free_port
+from tests.conftest import Api, free_port, slow_reader_session
 
 
 @contextlib.asynccontextmanager
@@ -155,7 +155,8 @@ async def test_a_stalled_websocket_reader_is_bounded_in_bytes(aiohttp_client, se
     client = await aiohttp_client(create_app(dataclasses.replace(settings, ws_queue_bytes=256 * 1024)))
     api = Api(client, worktree)
     s = await api.session(cpu_ms=0, wall_ms=0, max_events=0, max_output_kb=0)
-    ws = await client.ws_connect("/api/v1/ws", max_msg_size=0)
+    reader = slow_reader_session()
+    ws = await reader.ws_connect(client.make_url("/api/v1/ws"), max_msg_size=0)
     await ws.send_json({"type": "subscribe", "id": 1, "session_id": s["id"]})
     assert (await ws.receive_json())["type"] == "subscribed"
     # 400 lines of 50 KB (20 MB), each committed and published in its own small batch.
@@ -169,5 +170,6 @@ async def test_a_stalled_websocket_reader_is_bounded_in_bytes(aiohttp_client, se
             closed_code = msg.data
             break
         assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    await reader.close()
     assert closed_code == 4008
     assert (await api.value(s["id"], "1 + 1"))["json"] == 2

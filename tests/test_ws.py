@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from server.app import create_app
-from tests.conftest import Api, stored_events
+from tests.conftest import Api, slow_reader_session, stored_events
 
 FLOOD = "for (let i = 0; i < {n}; i++) console.log('line ' + i); 'done'"
 
@@ -316,7 +316,8 @@ async def test_slow_reader_is_closed_with_4008_and_resumes_losslessly(aiohttp_cl
     api = Api(client, worktree)
     s = await _unlimited_session(api)
     n = 30_000
-    ws = await client.ws_connect("/api/v1/ws")
+    reader = slow_reader_session()
+    ws = await reader.ws_connect(client.make_url("/api/v1/ws"))
     await ws.send_json({"type": "subscribe", "id": 1, "session_id": s["id"]})
     assert (await ws.receive_json())["type"] == "subscribed"
     code = "for (let i = 0; i < 30000; i++) console.log('line ' + i + ' ' + 'x'.repeat(200)); 'done'"
@@ -333,6 +334,7 @@ async def test_slow_reader_is_closed_with_4008_and_resumes_losslessly(aiohttp_cl
         data = msg.json()
         if data["type"] == "events":
             got.extend(data["events"])
+    await reader.close()
     assert closed_code == 4008
     ws = await client.ws_connect("/api/v1/ws")
     after = got[-1]["seq"] if got else 0
