@@ -239,6 +239,12 @@ async def test_completion_of_globals_properties_and_keywords(api: Any, client: A
     )
 
 
+async def test_timers_fire_when_user_code_replaces_math_max(api: Any) -> None:
+    s = await api.session()
+    await api.value(s["id"], "Math.max = () => 600000; var fired = 0; setTimeout(() => { fired = 1 }, 5); 0")
+    assert (await api.value(s["id"], "fired"))["json"] == 1
+
+
 async def test_completion_runs_no_user_code(api: Any, client: Any) -> None:
     s = await api.session()
     await api.value(

@@ -232,7 +232,9 @@
 
   function nextDue(nowMs) {
     const t = heapPeek();
-    return t === undefined ? -1 : Math.max(0, t.due - nowMs) / 1000;
+    if (t === undefined) return -1;
+    const wait = t.due - nowMs; // no Math.max: user code may have replaced it
+    return wait > 0 ? wait / 1000 : 0;
   }
 
   function poll(nowMs, budget) {
