@@ -1,6 +1,5 @@
-"""The server <-> worker channel trusts no worker: a message may only be one of the protocol's
-own classes with every field of its declared type (a worker runs hostile JavaScript), event
-payloads are JSON text, and a frame's size is bounded before it is read."""
+"""The server <-> worker channel trusts no worker: a message may only name the protocol's own
+classes (a worker runs hostile JavaScript), and a frame's size is bounded before it is read."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ SAMPLES = [
     protocol.Done("e1", ("value", {"json": 2, "preview": "2"}), None, 0.1, 12, 0, cow_faults=3),
     protocol.Checkpointed(123, "e1", 0.003),
     protocol.Completions(0, 3, [{"label": "foo", "kind": "property"}]),
-    protocol.Init({"worktree": "/w", "modules": {"fs": ["readFile"]}, "libraries": [["lodash", "/l.js"]]}),
-    protocol.Spawned(41, 7),
 ]
 
 
@@ -35,10 +32,7 @@ def test_every_message_class_is_allowed_and_nothing_else() -> None:
     classes = {
         name
         for name, obj in vars(protocol).items()
-        if isinstance(obj, type)
-        and obj.__module__ == protocol.__name__
-        and not name.startswith("_")
-        and not issubclass(obj, Exception)
+        if isinstance(obj, type) and obj.__module__ == protocol.__name__ and not name.startswith("_")
     }
     assert set(protocol.MESSAGE_TYPES) == classes
 
@@ -51,53 +45,21 @@ class _RunsACommand:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_pickle_is_refused_unrun(tmp_path: Path) -> None:
+def test_a_message_that_names_another_callable_is_refused_unrun(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     hostile = pickle.dumps(protocol.Events(protocol.FOREGROUND, [("t", "console", _RunsACommand(marker))]))
-    with pytest.raises(protocol.ProtocolError, match="not a message of the protocol"):
+    with pytest.raises(pickle.UnpicklingError, match="may not name posix.system"):
         protocol.decode(hostile)
     assert not marker.exists()
-
-
-TS = "2026-01-01T00:00:00.000000Z"
-
-
-@pytest.mark.parametrize(
-    "body, field",
-    [
-        (b"Eval\n{}", "not a message of the protocol"),
-        (b"Events", "not a message of the protocol"),
-        (b'Events\n{"key":"fg","batch":[]', "Events"),  # not JSON
-        (b'Events\n{"key":"elsewhere","batch":[]}', "key"),
-        (b'Events\n{"key":"fg","batch":[["yesterday","console","{}"]]}', "batch.0.0"),
-        (b'Events\n{"key":"fg","batch":[["' + TS.encode() + b'","value","{}"]]}', "batch.0.1"),
-        (b'Events\n{"key":"fg","batch":[["' + TS.encode() + b'","console","{}, \\"x\\": 1"]]}', "batch"),
-        (b'Events\n{"key":"fg","batch":[["' + TS.encode() + b'","console",{"text":"x"}]]}', "batch.0.2"),
-        (
-            b'Done\n{"exec_id":"e","outcome":null,"code":null,"cpu_ms":"1","output_bytes":0,"background":0}',
-            "cpu_ms",
-        ),
-        (b'Checkpointed\n{"pid":"1","execution_id":null}', "pid"),
-        (b'Checkpointed\n{"pid":1,"execution_id":null,"cmd":"rm"}', "cmd"),
-        (b"Forked\n{}", "pid"),
-        (
-            b'Events\n{"key":"fg","batch":['
-            + b",".join([b'["' + TS.encode() + b'","console","1"]'] * 513)
-            + b"]}",
-            "batch",
-        ),
-    ],
-)
-def test_a_message_with_a_field_of_the_wrong_kind_is_refused_naming_it(body: bytes, field: str) -> None:
-    with pytest.raises(protocol.ProtocolError, match=field):
-        protocol.decode(body)
+    with pytest.raises(pickle.UnpicklingError, match="may not name builtins.eval"):
+        protocol.decode(pickle.dumps(eval))
 
 
 def test_a_frame_over_the_limit_is_refused_before_it_is_read() -> None:
     a, b = socket.socketpair()
     with a, b:
         a.sendall(protocol.HEADER.pack(protocol.MAX_FRAME + 1) + b"x" * 16)
-        with pytest.raises(protocol.ProtocolError, match="over the"):
+        with pytest.raises(pickle.UnpicklingError, match="over the"):
             protocol.recv_blocking(b)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from server.runtime import protocol
 from server.runtime.protocol import FOREGROUND
 
-FLUSH_EVENTS = protocol.MAX_BATCH  # flush at this many buffered events...
+FLUSH_EVENTS = 512  # flush at this many buffered events...
 FLUSH_AFTER_S = 0.001  # ...or when the oldest buffered event is this old
 
 Event = tuple[str, str, str]  # (ts, type, payload JSON)

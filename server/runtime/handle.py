@@ -306,7 +306,7 @@ class WorkerHandle:
         """The worker sent the checkpoint's channel on ``ctl`` just before this message."""
         try:
             got = protocol.recv_packet(self.ctl, maxfds=1)
-        except (BlockingIOError, OSError, protocol.ProtocolError):
+        except (BlockingIOError, OSError):
             got = None
         if got is None or len(got[1]) != 1:
             log.error("worker %s announced checkpoint %s without its channel", self.pid, pid)
@@ -472,8 +472,4 @@ class CheckpointHandle:
             raise WorkerError("WORKER_CRASHED", f"the checkpoint did not answer: {exc}") from None
         if not data:
             raise WorkerError("WORKER_CRASHED", "the checkpoint is gone")
-        try:
-            return protocol.decode(data)
-        except protocol.ProtocolError as exc:
-            log.error("checkpoint %s sent an unreadable message: %s", self.pid, exc)
-            raise WorkerError("WORKER_CRASHED", "the checkpoint sent an unreadable answer") from None
+        return protocol.decode(data)

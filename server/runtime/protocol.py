@@ -1,61 +1,31 @@
 """The server <-> worker channel: its framing and the typed messages it carries.
 
 Each worker has two channels to the server. ``main`` is a stream socket carrying length-prefixed
-messages in both directions (commands, events, results). ``ctl`` is a SEQPACKET socket that
-carries file descriptors (SCM_RIGHTS): a worker hands the server the channel of each new
-checkpoint over it, and the server talks to a frozen checkpoint over that checkpoint's own
-``ctl`` channel. Every message is one of the dataclasses below; sender and receiver share them.
-
-A message is its class name, a newline and its fields as a JSON object. A worker runs hostile
-JavaScript, so the server trusts nothing a worker sends: ``decode`` rebuilds only the classes
-below, checks every field against its annotation (pydantic, strict: no coercion, no unknown
-field) and checks that every event payload is JSON text, so what the server stores and serves
-is well formed even if a QuickJS bug handed a worker to its code. Nothing in a frame names code
-to run (as a pickle could), and a frame decodes to data proportionate to its size.
+pickled messages in both directions (commands, events, results), rebuilt by a restricted
+unpickler that knows only the classes below. ``ctl`` is a SEQPACKET socket that carries file
+descriptors (SCM_RIGHTS): a worker hands the server the channel of each new checkpoint over it,
+and the server talks to a frozen checkpoint over that checkpoint's own ``ctl`` channel. Every
+message is one of the dataclasses below; sender and receiver share them.
 """
 
 from __future__ import annotations
 
-import os
+import io
+import pickle
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-import orjson
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from server.events import EventBatch
 
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024
 CTL_PACKET = 1 << 20  # largest control packet (a fork's configuration, a completion reply)
-MAX_BATCH = 512  # most events in one Events message (the worker flushes at this many)
 
 FOREGROUND = "fg"
 BACKGROUND = "bg"
 """Event stream keys: the execution in progress, or the session's background timers."""
-
-StreamKey = Annotated[str, StringConstraints(pattern=r"^(fg|bg)$")]  # FOREGROUND or BACKGROUND
-
-
-class ProtocolError(ValueError):
-    """A frame that is not one of the protocol's messages, well formed."""
-
-
-_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
-WorkerEvent = tuple[
-    Annotated[str, StringConstraints(pattern=_TIMESTAMP)],
-    # the server writes input_echo, value and system itself
-    Annotated[str, StringConstraints(pattern=r"^(console|exception)$")],
-    str,  # the payload: JSON text (checked for the whole batch at once, by _payloads_are_json)
-]
-"""(ts, type, payload JSON): one event as a worker sends it (``server.events.EventBatch``)."""
-
-
-def _payloads_are_json(batch: list[WorkerEvent]) -> list[WorkerEvent]:
-    loads = orjson.loads
-    for event in batch:
-        loads(event[2])  # raises JSONDecodeError (a ValueError), which pydantic reports
-    return batch
 
 
 # ------------------------------------------------------------------ server -> worker (main)
@@ -111,8 +81,8 @@ class InitFailed:
 
 @dataclass(frozen=True, slots=True)
 class Events:
-    key: StreamKey
-    batch: Annotated[list[WorkerEvent], Field(max_length=MAX_BATCH), AfterValidator(_payloads_are_json)]
+    key: str  # FOREGROUND or BACKGROUND
+    batch: EventBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +102,7 @@ class Done:
 class Stuck:
     """Code is spinning past a limit or a cancel and cannot be stopped in place: kill me."""
 
-    key: StreamKey
+    key: str  # FOREGROUND or BACKGROUND
     code: str
     cpu_ms: float
 
@@ -194,59 +164,38 @@ class Completions:
     candidates: list[dict[str, str]]
 
 
-# ------------------------------------------------------------------ server <-> fork server
-
-
-@dataclass(frozen=True, slots=True)
-class ZygoteReady:
-    """The fork server is warm; ``fault_s`` is its measured cost of one copy-on-write fault."""
-
-    pid: int
-    fault_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Spawn:
-    """Fork a worker on the two attached channels (main, ctl)."""
-
-    request_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Spawned:
-    pid: int
-    request_id: int
-
-
 # ------------------------------------------------------------------ framing
 
 
-def _body(msg: Any) -> bytes:
-    return type(msg).__name__.encode() + b"\n" + orjson.dumps(msg)
-
-
 def encode(msg: Any) -> bytes:
-    """One framed message for a stream channel: its length, then its body."""
-    body = _body(msg)
+    body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(body)) + body
 
 
+class _MessageUnpickler(pickle.Unpickler):
+    """Rebuilds this module's messages and plain data, nothing else.
+
+    A worker runs hostile JavaScript: if a QuickJS bug ever handed it control, a plain
+    ``pickle.loads`` in the server would run whatever callable the worker's bytes named. Only
+    the message classes below may be named; everything else in a message is builtin data
+    (str, int, float, bool, None, bytes, list, tuple, dict), which pickle rebuilds without
+    naming any class.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name in MESSAGE_TYPES:
+            return MESSAGE_TYPES[name]
+        raise pickle.UnpicklingError(f"a worker message may not name {module}.{name}")
+
+
 def decode(body: bytes) -> Any:
-    """The message a frame's body holds, every field checked; ProtocolError otherwise."""
-    name, newline, fields = bytes(body[:_NAME_MAX]).partition(b"\n")
-    adapter = _ADAPTERS.get(name) if newline else None
-    if adapter is None:
-        raise ProtocolError(f"not a message of the protocol: {bytes(body[:40])!r}")
-    try:
-        return adapter.validate_json(body[len(name) + 1 :])
-    except ValidationError as exc:
-        raise ProtocolError(f"a malformed {name.decode()} message: {exc}") from None
+    return _MessageUnpickler(io.BytesIO(body)).load()
 
 
 def check_size(size: int) -> int:
     """A frame's announced size, refused past ``MAX_FRAME`` (before anything is read)."""
     if size > MAX_FRAME:
-        raise ProtocolError(f"a message of {size} bytes is over the {MAX_FRAME}-byte limit")
+        raise pickle.UnpicklingError(f"a worker message of {size} bytes is over the {MAX_FRAME}-byte limit")
     return size
 
 
@@ -274,7 +223,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 def send_packet(sock: socket.socket, msg: Any, fds: list[int] | tuple[int, ...] = ()) -> None:
     """Send one message as one SEQPACKET packet, with file descriptors attached."""
-    data = _body(msg)
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:
@@ -288,15 +237,12 @@ def recv_packet(sock: socket.socket, maxfds: int = 0) -> tuple[Any, list[int]] |
         for fd in fds:
             _close_quietly(fd)
         return None
-    try:
-        return decode(data), list(fds)
-    except ProtocolError:
-        for fd in fds:
-            _close_quietly(fd)
-        raise
+    return decode(data), list(fds)
 
 
 def _close_quietly(fd: int) -> None:
+    import os
+
     try:
         os.close(fd)
     except OSError:
@@ -322,17 +268,6 @@ MESSAGE_TYPES: dict[str, type] = {
         Complete,
         Forked,
         Completions,
-        ZygoteReady,
-        Spawn,
-        Spawned,
     )
 }
 """Every message class: the only classes ``decode`` rebuilds."""
-
-_STRICT = ConfigDict(strict=True, extra="forbid")
-for _cls in MESSAGE_TYPES.values():
-    _cls.__pydantic_config__ = _STRICT  # type: ignore[attr-defined]
-_ADAPTERS: dict[bytes, TypeAdapter[Any]] = {
-    name.encode(): TypeAdapter(cls) for name, cls in MESSAGE_TYPES.items()
-}
-_NAME_MAX = max(map(len, _ADAPTERS)) + 1

@@ -64,10 +64,7 @@ class WorkerPool:
         msg = await asyncio.wait_for(loop.sock_recv(parent, 1 << 16), timeout=60)
         if not msg:
             raise WorkerError("WORKER_START_FAILED", "the runtime fork server failed to start")
-        ready = protocol.decode(msg[protocol.HEADER.size :])
-        if not isinstance(ready, protocol.ZygoteReady):
-            raise WorkerError("WORKER_START_FAILED", "the runtime fork server did not report ready")
-        self.pacer.fault_s = ready.fault_s
+        self.pacer.fault_s = float(protocol.decode(msg[protocol.HEADER.size :])[2])
         log.info("runtime fork server ready (pid %s)", self._proc.pid)
 
     async def spawn(self) -> WorkerHandle:
@@ -96,7 +93,7 @@ class WorkerPool:
             try:
                 socket.send_fds(
                     control,
-                    [protocol.encode(protocol.Spawn(request_id))],
+                    [protocol.encode(("spawn", request_id))],
                     [main_theirs.fileno(), ctl_theirs.fileno()],
                 )
                 pid = None
@@ -105,8 +102,8 @@ class WorkerPool:
                     if not reply:
                         raise WorkerError("WORKER_START_FAILED", "the runtime fork server has stopped")
                     msg = protocol.decode(reply[protocol.HEADER.size :])
-                    if isinstance(msg, protocol.Spawned) and msg.request_id == request_id:
-                        pid = msg.pid
+                    if msg[0] == "spawned" and msg[2] == request_id:
+                        pid = msg[1]
             finally:
                 main_theirs.close()
                 ctl_theirs.close()

@@ -89,7 +89,7 @@ def main(control_fd: int) -> None:
     fault_s = cow_fault_cost()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # after the measurement, which waits for its child
     control = socket.socket(fileno=control_fd)
-    control.sendall(protocol.encode(protocol.ZygoteReady(os.getpid(), fault_s)))
+    control.sendall(protocol.encode(("ready", os.getpid(), fault_s)))
     if os.getppid() != parent:
         return
     while True:
@@ -99,11 +99,8 @@ def main(control_fd: int) -> None:
             continue
         if not msg:
             return  # server went away
-        try:
-            request = protocol.decode(msg[protocol.HEADER.size :])
-        except protocol.ProtocolError:
-            request = None
-        if not isinstance(request, protocol.Spawn) or len(fds) != 2:
+        request = protocol.decode(msg[protocol.HEADER.size :])
+        if request[0] != "spawn" or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
             continue
@@ -130,7 +127,7 @@ def main(control_fd: int) -> None:
                 os._exit(code)
         for fd in fds:
             os.close(fd)
-        control.sendall(protocol.encode(protocol.Spawned(pid, request.request_id)))
+        control.sendall(protocol.encode(("spawned", pid, request[1])))
 
 
 if __name__ == "__main__":
